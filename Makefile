@@ -1,0 +1,47 @@
+# The two commands of the quickstart: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+OPS_TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
+export OPS_TEST_DATABASE_URL
+
+.PHONY: run test test-sqlite test-postgres lint format bench seed clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## run: install, migrate + seed the embedded SQLite database, serve on 127.0.0.1:8000
+run: $(STAMP)
+	@mkdir -p var
+	@$(PY) -m backend.run_embedded || [ $$? -eq 130 ]
+
+## test: the whole suite, on SQLite then on PostgreSQL
+test: test-sqlite test-postgres
+
+test-sqlite: $(STAMP)
+	@mkdir -p var
+	DATABASE_URL=sqlite:///var/test.sqlite3 $(PY) -m pytest -p no:cacheprovider
+
+test-postgres: $(STAMP)
+	DATABASE_URL=$(OPS_TEST_DATABASE_URL) $(PY) -m pytest -p no:cacheprovider
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+## bench: benchmarks in tests/bench, JSON report in var/bench/
+bench: $(STAMP)
+	@mkdir -p var/bench
+	DATABASE_URL=$(OPS_TEST_DATABASE_URL) $(PY) -m tests.bench.run
+
+clean:
+	rm -rf $(VENV) var/test_exam.sqlite3* var/test.sqlite3*

@@ -1,0 +1,52 @@
+"""Where things live, read from the environment without importing Django.
+
+Shared by ``backend.settings`` and ``opsctl`` so both agree on the default database URL,
+the ``var/`` directory and the telemetry directory, and ``opsctl --help`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def var_dir() -> Path:
+    """The directory for local state: SQLite database, telemetry files, bench reports."""
+    return Path(os.environ.get("OPS_VAR_DIR") or REPO_ROOT / "var")
+
+
+def database_url() -> str:
+    """The backend's database URL; a relative SQLite path is taken relative to the repository."""
+    url = os.environ.get("DATABASE_URL") or "sqlite:///var/exam.sqlite3"
+    return absolute_sqlite_url(url)
+
+
+def absolute_sqlite_url(url: str) -> str:
+    """``sqlite:///var/x.db`` -> ``sqlite:////abs/repo/var/x.db``; other URLs unchanged."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith("sqlite:////"):
+        rel = url[len(prefix) :]
+        if rel and rel != ":memory:":
+            base = REPO_ROOT
+            if rel.startswith("var/") and os.environ.get("OPS_VAR_DIR"):
+                base, rel = var_dir(), rel[len("var/") :]
+            return prefix + str((base / rel).resolve())
+    return url
+
+
+def telemetry_dir() -> Path:
+    return Path(os.environ.get("OPS_TELEMETRY_DIR") or var_dir() / "telemetry")
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ``***``, safe to print or log."""
+    if "://" not in url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    if ":" in creds:
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url

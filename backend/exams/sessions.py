@@ -1,0 +1,255 @@
+"""The exam session lifecycle: start, auto-save (the hot path), submit, expire, results.
+
+Views and jobs call these functions; they raise ``ApiError`` for anything a client did wrong.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from backend.exams import answer_keys, scoring
+from backend.exams.auth import raise_for_foreign_or_unknown
+from backend.exams.http import ApiError
+from backend.exams.models import Answer, Exam, ExamSession
+
+# The conditional upsert: a save never overwrites a higher seq; an equal seq is a retry.
+# SET expressions see the old row, so each CASE compares against the stored seq.
+_UPSERT_SEQ = """
+INSERT INTO exams_answer (session_id, question, part, value, seq, updated_at)
+VALUES (%s, %s, %s, %s, %s, %s)
+ON CONFLICT (session_id, question, part) DO UPDATE SET
+  value = CASE WHEN excluded.seq > exams_answer.seq THEN excluded.value ELSE exams_answer.value END,
+  updated_at = CASE WHEN excluded.seq > exams_answer.seq
+                    THEN excluded.updated_at ELSE exams_answer.updated_at END,
+  seq = CASE WHEN excluded.seq > exams_answer.seq THEN excluded.seq ELSE exams_answer.seq END
+RETURNING seq, value
+"""
+# Without a client seq the save is last-writer-wins and the server numbers it.
+_UPSERT_AUTO = """
+INSERT INTO exams_answer (session_id, question, part, value, seq, updated_at)
+VALUES (%s, %s, %s, %s, 1, %s)
+ON CONFLICT (session_id, question, part) DO UPDATE SET
+  value = excluded.value, updated_at = excluded.updated_at, seq = exams_answer.seq + 1
+RETURNING seq, value
+"""
+_JOURNAL = """
+INSERT INTO exams_answerevent (session_id, question, part, value, seq, received_at)
+VALUES (%s, %s, %s, %s, %s, %s)
+"""
+
+MAX_SEQ = 2**62
+
+
+@dataclass(frozen=True)
+class StartResult:
+    session_id: int
+    started_at: dt.datetime
+    deadline: dt.datetime
+    status: str
+    created: bool
+
+
+@dataclass(frozen=True)
+class SaveResult:
+    status: str  # "saved" | "stale"
+    seq: int
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    session_id: int
+    status: str
+    raw_score: int
+    max_score: int
+
+
+def start_session(student_id: int, exam_id: int, now: dt.datetime | None = None) -> StartResult:
+    now = now or timezone.now()
+    exam = Exam.objects.filter(pk=exam_id).only("starts_at", "ends_at", "duration_min").first()
+    if exam is None:
+        raise ApiError(404, f"no exam {exam_id}")
+    existing = ExamSession.objects.filter(student_id=student_id, exam_id=exam_id).first()
+    if existing:
+        return StartResult(
+            existing.id, existing.started_at, existing.deadline, existing.status, False
+        )
+    if not (exam.starts_at <= now < exam.ends_at):
+        when = "has not started yet" if now < exam.starts_at else "has closed"
+        raise ApiError(
+            403, f"the exam window {when}", starts_at=exam.starts_at, ends_at=exam.ends_at
+        )
+    deadline = min(now + dt.timedelta(minutes=exam.duration_min), exam.ends_at)
+    try:
+        with transaction.atomic():
+            session = ExamSession.objects.create(
+                student_id=student_id, exam_id=exam_id, started_at=now, deadline=deadline
+            )
+    except IntegrityError:
+        # Two tabs pressed start at once: the other request created it; resume that one.
+        session = ExamSession.objects.get(student_id=student_id, exam_id=exam_id)
+        return StartResult(session.id, session.started_at, session.deadline, session.status, False)
+    return StartResult(session.id, session.started_at, session.deadline, session.status, True)
+
+
+def validate_save(body: dict) -> tuple[int, str, str, int | None]:
+    question, part, answer, seq = (body.get(k) for k in ("question", "part", "answer", "seq"))
+    if isinstance(question, bool) or not isinstance(question, int):
+        raise ApiError(400, "'question' must be an integer")
+    if part is None:
+        part = ""
+    if not isinstance(part, str):
+        raise ApiError(400, "'part' must be a string (it may be empty)")
+    if not isinstance(answer, str):
+        raise ApiError(400, "'answer' must be a string")
+    if len(answer) > settings.EXAM_MAX_ANSWER_LENGTH:
+        raise ApiError(400, f"'answer' is longer than {settings.EXAM_MAX_ANSWER_LENGTH} characters")
+    if "\x00" in answer:
+        raise ApiError(400, "'answer' must not contain NUL characters")
+    if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int)):
+        raise ApiError(400, "'seq' must be an integer")
+    if seq is not None and not (0 <= seq < MAX_SEQ):
+        raise ApiError(400, f"'seq' must be between 0 and {MAX_SEQ - 1}")
+    unknown = set(body) - {"question", "part", "answer", "seq"}
+    if unknown:
+        raise ApiError(400, f"unknown field(s): {', '.join(sorted(unknown))}")
+    return question, part, answer, seq
+
+
+def journal_enabled() -> bool:
+    return True
+
+
+def save_answer(session_id: int, token_hash: str, body: dict) -> SaveResult:
+    """Auto-save one answer in at most 3 statements: session check, upsert, journal insert."""
+    question, part, answer, seq = validate_save(body)
+    row = (
+        ExamSession.objects.filter(pk=session_id, student__token_hash=token_hash)
+        .values_list("status", "deadline", "exam_id")
+        .first()
+    )
+    if row is None:
+        raise_for_foreign_or_unknown(token_hash)
+    status, deadline, exam_id = row
+    if status != ExamSession.IN_PROGRESS:
+        raise ApiError(409, f"the session is already {status}", status=status)
+    now = timezone.now()
+    if now > deadline + dt.timedelta(seconds=settings.EXAM_SUBMIT_GRACE_SECONDS):
+        submit_session(session_id, now=now)
+        raise ApiError(410, "time is over: the session has been submitted", status="submitted")
+    if (question, part) not in answer_keys.answer_key(exam_id):
+        raise ApiError(400, f"question {question} part {part!r} is not in this exam")
+
+    stamp = connection.ops.adapt_datetimefield_value(now)
+    with transaction.atomic(), connection.cursor() as cur:
+        if seq is None:
+            cur.execute(_UPSERT_AUTO, [session_id, question, part, answer, stamp])
+        else:
+            cur.execute(_UPSERT_SEQ, [session_id, question, part, answer, seq, stamp])
+        stored_seq, stored_value = cur.fetchone()
+        if (seq is not None and stored_seq != seq) or stored_value != answer:
+            return SaveResult("stale", stored_seq)
+        if journal_enabled():
+            cur.execute(_JOURNAL, [session_id, question, part, answer, stored_seq, stamp])
+    return SaveResult("saved", stored_seq)
+
+
+def _score_locked_session(session: ExamSession) -> tuple[int, int]:
+    key = answer_keys.answer_key(session.exam_id)
+    given = {
+        (q, p): (aid, v)
+        for aid, q, p, v in Answer.objects.filter(session_id=session.id).values_list(
+            "id", "question", "part", "value"
+        )
+    }
+    right = scoring.score({qp: v for qp, (_, v) in given.items()}, key)
+    right_ids = [aid for qp, (aid, _) in given.items() if qp in right]
+    wrong_ids = [aid for qp, (aid, _) in given.items() if qp not in right]
+    if right_ids:
+        Answer.objects.filter(id__in=right_ids).update(is_correct=True)
+    if wrong_ids:
+        Answer.objects.filter(id__in=wrong_ids).update(is_correct=False)
+    return len(right), len(key)
+
+
+def submit_session(
+    session_id: int, now: dt.datetime | None = None, final_status: str = ExamSession.SUBMITTED
+) -> SubmitResult:
+    """Submit and score, exactly once even when two submits race (the conditional UPDATE
+    serialises them: only the request that flips the status scores)."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        flipped = ExamSession.objects.filter(pk=session_id, status=ExamSession.IN_PROGRESS).update(
+            status=final_status, submitted_at=now
+        )
+        session = ExamSession.objects.get(pk=session_id)
+        if flipped:
+            raw, maximum = _score_locked_session(session)
+            ExamSession.objects.filter(pk=session_id).update(raw_score=raw, max_score=maximum)
+            session.raw_score, session.max_score = raw, maximum
+    return SubmitResult(session.id, session.status, session.raw_score or 0, session.max_score or 0)
+
+
+def submit_for_student(session_id: int, token_hash: str) -> SubmitResult:
+    if not ExamSession.objects.filter(pk=session_id, student__token_hash=token_hash).exists():
+        raise_for_foreign_or_unknown(token_hash)
+    return submit_session(session_id)
+
+
+def expire_overdue_sessions(now: dt.datetime | None = None) -> int:
+    """Score and close sessions whose deadline (plus grace) passed without a submit."""
+    now = now or timezone.now()
+    cutoff = now - dt.timedelta(seconds=settings.EXAM_SUBMIT_GRACE_SECONDS)
+    ids = list(
+        ExamSession.objects.filter(status=ExamSession.IN_PROGRESS, deadline__lt=cutoff).values_list(
+            "id", flat=True
+        )
+    )
+    for sid in ids:
+        submit_session(sid, now=now, final_status=ExamSession.EXPIRED)
+    return len(ids)
+
+
+def results_for_student(session_id: int, token_hash: str, now: dt.datetime | None = None) -> dict:
+    now = now or timezone.now()
+    session = (
+        ExamSession.objects.filter(pk=session_id, student__token_hash=token_hash)
+        .select_related("exam")
+        .first()
+    )
+    if session is None:
+        raise_for_foreign_or_unknown(token_hash)
+    if session.status == ExamSession.IN_PROGRESS:
+        raise ApiError(409, "results are available after the session is submitted")
+    key = answer_keys.answer_key(session.exam_id)
+    answers = {(a.question, a.part): a for a in Answer.objects.filter(session_id=session.id)}
+    # The key itself is shown only once the exam window has closed, so it cannot be passed on.
+    reveal = now >= session.exam.ends_at
+    questions = []
+    for (q, p), correct in sorted(key.items()):
+        a = answers.get((q, p))
+        item = {
+            "question": q,
+            "part": p,
+            "answer": a.value if a else None,
+            "correct": bool(a and a.is_correct),
+        }
+        if reveal:
+            item["correct_answer"] = correct
+        questions.append(item)
+    return {
+        "session_id": session.id,
+        "exam_id": session.exam_id,
+        "status": session.status,
+        "submitted_at": session.submitted_at,
+        "raw_score": session.raw_score,
+        "max_score": session.max_score,
+        "ability": session.ability,
+        "ability_se": session.ability_se,
+        "scaled_score": session.scaled_score,
+        "questions": questions,
+    }

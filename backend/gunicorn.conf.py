@@ -1,0 +1,23 @@
+"""gunicorn settings, tuned for this host and overridable from the environment.
+
+Saves are short and I/O-bound (one round trip to the database), so each worker runs a few
+threads: 2 x cores processes (one per core plus one to cover a blocked worker) x 4 threads.
+"""
+
+import multiprocessing
+import os
+
+bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("GUNICORN_WORKERS", multiprocessing.cpu_count() * 2))
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+worker_class = "gthread"
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+graceful_timeout = 10
+keepalive = 5
+# Recycle workers now and then so a slow leak never reaches exam day's peak.
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "20000"))
+max_requests_jitter = 2000
+accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
+errorlog = "-"
+loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
+wsgi_app = "backend.wsgi:application"

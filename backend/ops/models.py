@@ -1,0 +1,64 @@
+"""What operators act on inside the service: the audit trail, feature flags, job runs and alerts."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+
+class AuditEvent(models.Model):
+    """One state-changing operation: who, when, what, old -> new, why, and the change set."""
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    actor = models.CharField(max_length=150)
+    action = models.CharField(max_length=64)
+    target = models.CharField(max_length=200, blank=True, default="")
+    change_set = models.CharField(max_length=36, blank=True, default="", db_index=True)
+    old_value = models.JSONField(null=True, blank=True)
+    new_value = models.JSONField(null=True, blank=True)
+    reason = models.TextField(blank=True, default="")
+    details = models.JSONField(default=dict, blank=True)
+    host = models.CharField(max_length=255, blank=True, default="")
+
+    class Meta:
+        indexes = [models.Index(fields=["action", "-created_at"], name="audit_action_idx")]
+
+
+class FeatureFlag(models.Model):
+    key = models.CharField(max_length=100, unique=True)
+    description = models.TextField(blank=True, default="")
+    owner = models.CharField(max_length=150, blank=True, default="")
+    enabled = models.BooleanField(default=False)
+    rollout_percent = models.PositiveSmallIntegerField(default=100)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+
+class RetentionRun(models.Model):
+    started_at = models.DateTimeField(default=timezone.now, db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    host = models.CharField(max_length=255, blank=True, default="")
+    dry_run = models.BooleanField(default=False)
+    outcome = models.CharField(max_length=16, default="running")
+    error = models.TextField(blank=True, default="")
+    policies = models.JSONField(default=dict, blank=True)
+
+
+class ResourceAlert(models.Model):
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+    probe = models.CharField(max_length=100)
+    host = models.CharField(max_length=255)
+    severity = models.CharField(max_length=16)
+    value = models.FloatField()
+    threshold = models.FloatField()
+    message = models.TextField(blank=True, default="")
+    opened_at = models.DateTimeField(default=timezone.now)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["resolved_at", "probe", "host"], name="alert_open_idx"),
+        ]

@@ -1,0 +1,113 @@
+"""Django settings, all read from the environment (12-factor).
+
+DATABASE_URL   sqlite:///var/exam.sqlite3 (default, embedded) or postgresql://...
+SECRET_KEY     signs leaderboard cursors; set it in production
+DEBUG          "1"/"true" to enable
+ALLOWED_HOSTS  comma-separated
+"""
+
+from __future__ import annotations
+
+import os
+
+import dj_database_url
+
+from backend import config
+
+BASE_DIR = config.REPO_ROOT
+VAR_DIR = config.var_dir()
+
+
+def _env_bool(name: str, default: bool = False) -> bool:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+DEBUG = _env_bool("DEBUG", False)
+# The embedded default runs with a development key; production sets SECRET_KEY, and
+# `manage.py check --deploy` flags the default.
+SECRET_KEY = os.environ.get("SECRET_KEY") or "django-insecure-dev-key-set-SECRET_KEY-in-production"
+
+ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "*").split(",") if h.strip()]
+
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django.contrib.sessions",
+    "backend.exams",
+    "backend.ops",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+]
+
+ROOT_URLCONF = "backend.urls"
+WSGI_APPLICATION = "backend.wsgi.application"
+TEMPLATES: list = []
+
+DATABASE_URL = config.database_url()
+_db = dj_database_url.parse(DATABASE_URL, conn_max_age=0)
+if _db["ENGINE"] == "django.db.backends.sqlite3":
+    _db["OPTIONS"] = {
+        # WAL lets readers run beside the single writer; IMMEDIATE takes the write lock at BEGIN
+        # so concurrent saves queue on busy_timeout instead of failing on lock upgrade.
+        "init_command": (
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;"
+        ),
+        "transaction_mode": "IMMEDIATE",
+        "timeout": float(os.environ.get("SQLITE_BUSY_TIMEOUT", "20")),
+    }
+    # A file (not :memory:) so a real gunicorn in e2e tests can open it; per process so
+    # concurrent test runs on one machine never share a database.
+    _db["TEST"] = {"NAME": str(VAR_DIR / f"test_exam_{os.getpid()}.sqlite3")}
+elif _db["ENGINE"] == "django.db.backends.postgresql":
+    _db["OPTIONS"] = {"connect_timeout": 5}
+    _db["TEST"] = {"NAME": f"test_{_db['NAME']}_{os.getpid()}"}
+    if _env_bool("DB_POOL", True):
+        # Django's own psycopg pool: no per-request connect cost under gunicorn threads.
+        _db["OPTIONS"]["pool"] = {
+            "min_size": int(os.environ.get("DB_POOL_MIN", "1")),
+            "max_size": int(os.environ.get("DB_POOL_MAX", "8")),
+            "timeout": float(os.environ.get("DB_POOL_TIMEOUT", "10")),
+        }
+DATABASES = {"default": _db}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+        "LOCATION": "exam-backend",
+    }
+}
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+MEDIA_ROOT = str(VAR_DIR / "media")
+MEDIA_URL = "/media/"
+# In production nginx serves the paper from this internal location (X-Accel-Redirect).
+PAPER_ACCEL_PREFIX = os.environ.get("PAPER_ACCEL_PREFIX", "/protected/")
+DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024
+
+# Exam rules
+EXAM_SUBMIT_GRACE_SECONDS = int(os.environ.get("EXAM_SUBMIT_GRACE_SECONDS", "30"))
+EXAM_MAX_ANSWER_LENGTH = 500
+ANSWER_KEY_CACHE_SECONDS = 60
+LEADERBOARD_MAX_LIMIT = 100
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "WARNING")},
+}
+
+PAPER_DELIVERY = os.environ.get("PAPER_DELIVERY") or ("direct" if DEBUG else "accel")

@@ -1,0 +1,57 @@
+"""opsctl demo: make realistic data to try the product and to measure it at volume."""
+
+from __future__ import annotations
+
+import typer
+
+from opsctl.output import CommandError, console, emit_json
+
+app = typer.Typer(help="Demo data: seed students, exams and answers at realistic scale.")
+
+
+@app.command("seed")
+def seed(
+    students: int = typer.Option(300, "--students", min=1, help="How many students to create."),
+    exams: int = typer.Option(
+        3, "--exams", min=1, help="How many exams: one open now, closed ones, one upcoming."
+    ),
+    answers: bool = typer.Option(
+        True, "--answers/--no-answers", help="Also simulate sessions and answers (Rasch model)."
+    ),
+    migrate: bool = typer.Option(True, "--migrate/--no-migrate", help="Apply migrations first."),
+    seed_value: int = typer.Option(20261124, "--seed", help="Random seed (reproducible data)."),
+    database_url: str = typer.Option(
+        None, "--database-url", envvar="DATABASE_URL", help="Database (default: the backend's)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
+) -> None:
+    """Seed demo data. 100,000 students with answers take a few minutes (bulk inserts).
+
+    JSON keys: students, exams[{id,title,status}], sessions, answers, events, demo_student,
+    demo_token, open_exam_id, seconds.
+    """
+    from opsctl.service import setup_django
+
+    setup_django(database_url)
+    from django.core.management import call_command
+    from django.db.utils import Error as DatabaseError
+
+    from backend.exams.seed import seed_demo
+
+    try:
+        if migrate:
+            call_command("migrate", verbosity=0, interactive=False)
+        report = seed_demo(students=students, exams=exams, answers=answers, seed=seed_value)
+    except DatabaseError as exc:
+        raise CommandError(f"seeding failed: {str(exc).strip().splitlines()[0]}") from None
+    if as_json:
+        emit_json(report)
+        return
+    out = console()
+    out.print(
+        f"seeded {report.students} students, {len(report.exams)} exams, {report.sessions} "
+        f"sessions, {report.answers} answers in {report.seconds}s"
+    )
+    for e in report.exams:
+        out.print(f"  exam {e['id']}: {e['title']} [{e['status']}]")
+    out.print(f"demo student {report.demo_student}  token: {report.demo_token}")

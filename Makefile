@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 OPS_TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 export OPS_TEST_DATABASE_URL
+# Benchmarks get a database of their own on the same server (created and migrated by the runner).
+OPS_BENCH_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/exam_bench
 
 .PHONY: run test test-sqlite test-postgres lint format bench seed clean
 
@@ -41,7 +43,7 @@ format: $(STAMP)
 ## bench: benchmarks in tests/bench, JSON report in var/bench/
 bench: $(STAMP)
 	@mkdir -p var/bench
-	DATABASE_URL=$(OPS_TEST_DATABASE_URL) $(PY) -m tests.bench.run
+	DATABASE_URL=$(OPS_BENCH_DATABASE_URL) $(PY) -m tests.bench.run $(ONLY)
 
 clean:
 	rm -rf $(VENV) var/test_exam.sqlite3* var/test.sqlite3*

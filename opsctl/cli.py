@@ -7,12 +7,14 @@ Textual, numpy, SQLAlchemy) are imported inside the command that needs them.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
+from collections.abc import Callable
 
 import typer
 
-from opsctl.output import err_console
+from opsctl.output import CommandError, err_console, fail
 
 app = typer.Typer(
     name="opsctl",
@@ -30,12 +32,36 @@ COMMAND_MODULES: list[tuple[str, str]] = [
     ("demo", "opsctl.commands.demo"),
 ]
 
+
+def _guard(callback: Callable) -> Callable:
+    """Turn a CommandError raised anywhere in a command into one line on stderr + exit code."""
+
+    @functools.wraps(callback)
+    def guarded(*args, **kwargs):
+        try:
+            return callback(*args, **kwargs)
+        except CommandError as exc:
+            fail(exc.message, exc.exit_code)
+
+    return guarded
+
+
+def _guard_group(group: typer.Typer) -> None:
+    for cmd in group.registered_commands:
+        if cmd.callback is not None:
+            cmd.callback = _guard(cmd.callback)
+    for sub in group.registered_groups:
+        if sub.typer_instance is not None:
+            _guard_group(sub.typer_instance)
+
+
 for _name, _module in COMMAND_MODULES:
     _mod = importlib.import_module(_module)
     if hasattr(_mod, "app"):
+        _guard_group(_mod.app)
         app.add_typer(_mod.app, name=_name)
     else:
-        app.command(name=_name, help=_mod.command.__doc__)(_mod.command)
+        app.command(name=_name, help=_mod.command.__doc__)(_guard(_mod.command))
 
 
 def main() -> None:

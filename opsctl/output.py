@@ -13,7 +13,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, NoReturn
 
-import click
 from rich.console import Console
 
 _console: Console | None = None
@@ -65,16 +64,15 @@ def emit_json(obj: Any) -> None:
     sys.stdout.flush()
 
 
-class CommandError(click.ClickException):
-    """Raised for a user-facing failure; click/typer prints it as one line on stderr
-    (``error: ...``) and exits with ``exit_code``, in the real CLI and under CliRunner alike."""
+class CommandError(Exception):
+    """Raised for a user-facing failure. ``opsctl.cli`` wraps every command so this becomes
+    one line on stderr (``error: ...``) and exit ``exit_code``, in the real CLI and under
+    CliRunner alike."""
 
     def __init__(self, message: str, exit_code: int = 1):
         super().__init__(message)
+        self.message = message
         self.exit_code = exit_code
-
-    def show(self, file: Any = None) -> None:
-        err_console().print(f"error: {self.message}", markup=False, highlight=False, soft_wrap=True)
 
 
 def fail(message: str, exit_code: int = 1) -> NoReturn:

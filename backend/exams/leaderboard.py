@@ -62,7 +62,9 @@ def leaderboard_page(exam_id: int, limit: int, cursor: str | None) -> Page:
     if cursor:
         c = _decode(cursor, exam_id, ranked_by)
         score, when, last_id, position = c["s"], dt.datetime.fromisoformat(c["t"]), c["i"], c["n"]
-        qs = qs.filter(
+        # The redundant `score <= last` gives the index a range to start from; the OR
+        # alone would be a filter over every row ranked above the cursor.
+        qs = qs.filter(**{f"{field}__lte": score}).filter(
             Q(**{f"{field}__lt": score})
             | Q(**{field: score, "submitted_at__gt": when})
             | Q(**{field: score, "submitted_at": when, "id__gt": last_id})

@@ -53,5 +53,5 @@ def seed(
         f"sessions, {report.answers} answers in {report.seconds}s"
     )
     for e in report.exams:
-        out.print(f"  exam {e['id']}: {e['title']} [{e['status']}]")
+        out.print(f"  exam {e['id']}: {e['title']} ({e['status']})")
     out.print(f"demo student {report.demo_student}  token: {report.demo_token}")

@@ -42,6 +42,7 @@ format: $(STAMP)
 
 ## bench: benchmarks in tests/bench, JSON report in var/bench/
 bench: $(STAMP)
+	@command -v wrk >/dev/null || (apt-get install -y wrk >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y wrk >/dev/null))
 	@mkdir -p var/bench
 	DATABASE_URL=$(OPS_BENCH_DATABASE_URL) $(PY) -m tests.bench.run $(ONLY)
 

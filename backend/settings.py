@@ -111,3 +111,8 @@ LOGGING = {
 }
 
 PAPER_DELIVERY = os.environ.get("PAPER_DELIVERY") or ("direct" if DEBUG else "accel")
+
+# Rasch calibration (backend/exams/rasch.py documents the scale)
+RASCH_MIN_SESSIONS = int(os.environ.get("RASCH_MIN_SESSIONS", "10"))
+RASCH_SCALE_MEAN = float(os.environ.get("RASCH_SCALE_MEAN", "500"))
+RASCH_SCALE_SD = float(os.environ.get("RASCH_SCALE_SD", "100"))

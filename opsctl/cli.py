@@ -30,6 +30,7 @@ app = typer.Typer(
 # one exposing ``command`` (a function) becomes a single command.
 COMMAND_MODULES: list[tuple[str, str]] = [
     ("demo", "opsctl.commands.demo"),
+    ("rasch", "opsctl.commands.rasch"),
 ]
 
 

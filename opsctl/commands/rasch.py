@@ -1,0 +1,151 @@
+"""opsctl rasch: calibrate exams on the Rasch model and see where calibration stands."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from opsctl.output import CommandError, console, emit_json
+
+app = typer.Typer(help="Rasch calibration: item difficulties, abilities and scaled scores.")
+
+DB_OPT = typer.Option(
+    None, "--database-url", envvar="DATABASE_URL", help="Database (default: the backend's)."
+)
+
+
+def _setup(database_url: str | None) -> None:
+    from opsctl.service import setup_django
+
+    setup_django(database_url)
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    exam_id: int = typer.Argument(..., help="The exam to calibrate (see `opsctl rasch status`)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Estimate and show; store nothing."),
+    actor: str = typer.Option(None, "--actor", help="Who runs it (default: the OS user)."),
+    as_json: bool = typer.Option(False, "--json", help="JSON: the summary and every item."),
+    database_url: str = DB_OPT,
+) -> None:
+    """Calibrate one exam (CML difficulties, WLE abilities) and store the results.
+
+    Items with infit or outfit outside 0.7-1.3 are flagged as misfitting. A rerun replaces
+    the current results atomically; every run is kept in the history.
+    JSON keys: exam_id, run_id, outcome, dry_run, method, n_persons, n_items, iterations,
+    converged, reliability, duration_s, items[{question, part, difficulty, se, infit,
+    outfit, point_measure, n_responses, p_correct, excluded}].
+    """
+    _setup(database_url)
+    from backend.exams.calibration import CalibrationRefused, calibrate_exam
+
+    out = console()
+    try:
+        if sys.stdout.isatty() and not as_json:
+            with out.status(f"calibrating exam {exam_id}..."):
+                summary = calibrate_exam(exam_id, dry_run=dry_run, actor=actor)
+        else:
+            summary = calibrate_exam(exam_id, dry_run=dry_run, actor=actor)
+    except CalibrationRefused as exc:
+        raise CommandError(str(exc), 2) from None
+    if as_json:
+        emit_json(summary)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"exam {exam_id}: item calibration ({summary.method})")
+    for col in ("item", "difficulty", "SE", "infit", "outfit", "pt-measure", "p", "flag"):
+        table.add_column(col, justify="right" if col not in ("item", "flag") else "left")
+
+    def f(v, fmt="{:.2f}"):
+        return "-" if v is None else fmt.format(v)
+
+    for r in summary.items:
+        flag = r.excluded or ("misfit" if r.misfit else "")
+        table.add_row(
+            f"{r.question}{r.part}", f(r.difficulty), f(r.se), f(r.infit), f(r.outfit),
+            f(r.point_measure), f(r.p_correct), flag,
+        )  # fmt: skip
+    out.print(table)
+    verb = "would store" if dry_run else f"stored as run {summary.run_id}"
+    out.print(
+        f"{summary.n_persons} sessions x {summary.n_items} items, "
+        f"{'converged' if summary.converged else 'NOT converged'} in {summary.iterations} "
+        f"iterations, reliability {f(summary.reliability)}, {summary.duration_s:.2f}s: {verb}",
+        markup=False,
+    )
+
+
+@app.command("status")
+def status_cmd(
+    exam_id: int = typer.Argument(None, help="One exam (default: all)."),
+    as_json: bool = typer.Option(False, "--json", help="JSON list of exams."),
+    database_url: str = DB_OPT,
+) -> None:
+    """Which exams are calibrated, which need it, and the last run's outcome.
+
+    JSON keys per exam: exam_id, title, closed, scored_sessions, current_run_id,
+    calibrated_at, reliability, last_outcome, needs_calibration.
+    """
+    _setup(database_url)
+    from backend.exams.calibration import calibration_status
+
+    rows = calibration_status(exam_id)
+    if exam_id is not None and not rows:
+        raise CommandError(f"no exam {exam_id}")
+    if as_json:
+        emit_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table(title="Rasch calibration")
+    for col in ("exam", "title", "closed", "sessions", "current run", "reliability", "last", "due"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            str(r.exam_id), r.title, "yes" if r.closed else "no", str(r.scored_sessions),
+            str(r.current_run_id or "-"),
+            "-" if r.reliability is None else f"{r.reliability:.2f}",
+            r.last_outcome or "-", "yes" if r.needs_calibration else "",
+        )  # fmt: skip
+    console().print(table)
+
+
+@app.command("auto")
+def auto_cmd(
+    as_json: bool = typer.Option(False, "--json", help="JSON: calibrated, refused, skipped."),
+    database_url: str = DB_OPT,
+) -> None:
+    """Calibrate every closed exam without a current calibration (for cron on every host).
+
+    A job lock lets exactly one host run it; the others exit 0 saying so. Gated by the
+    feature flag `rasch.auto`. Exit 0 done (or nothing to do), 1 another host holds the
+    lock, 2 an exam could not be calibrated.
+    """
+    _setup(database_url)
+    from backend.exams.calibration import auto_calibrate
+    from backend.ops.locks import LockHeld
+
+    try:
+        report = auto_calibrate()
+    except LockHeld as exc:
+        if as_json:
+            emit_json({"calibrated": [], "refused": {}, "skipped_reason": str(exc)})
+        else:
+            console().print(f"skipped: {exc}", markup=False)
+        raise typer.Exit(1) from None
+    if as_json:
+        emit_json(report)
+    else:
+        out = console()
+        if report.skipped_reason:
+            out.print(f"skipped: {report.skipped_reason}", markup=False)
+        for exam_id in report.calibrated:
+            out.print(f"calibrated exam {exam_id}")
+        for exam_id, why in report.refused.items():
+            out.print(f"exam {exam_id} not calibrated: {why}", markup=False)
+        if not (report.calibrated or report.refused or report.skipped_reason):
+            out.print("nothing to calibrate")
+    if report.refused:
+        raise typer.Exit(2)

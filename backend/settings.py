@@ -116,3 +116,6 @@ PAPER_DELIVERY = os.environ.get("PAPER_DELIVERY") or ("direct" if DEBUG else "ac
 RASCH_MIN_SESSIONS = int(os.environ.get("RASCH_MIN_SESSIONS", "10"))
 RASCH_SCALE_MEAN = float(os.environ.get("RASCH_SCALE_MEAN", "500"))
 RASCH_SCALE_SD = float(os.environ.get("RASCH_SCALE_SD", "100"))
+
+# Feature flags are re-read from the database at most this often per process.
+FLAGS_CACHE_SECONDS = float(os.environ.get("FLAGS_CACHE_SECONDS", "5"))

@@ -31,6 +31,8 @@ app = typer.Typer(
 COMMAND_MODULES: list[tuple[str, str]] = [
     ("demo", "opsctl.commands.demo"),
     ("rasch", "opsctl.commands.rasch"),
+    ("flags", "opsctl.commands.flags"),
+    ("rollback", "opsctl.commands.rollback"),
 ]
 
 

@@ -76,3 +76,20 @@ def database_url(transactional_db) -> str:
     host = s.get("HOST") or "127.0.0.1"
     port = s.get("PORT") or 5432
     return f"postgresql+psycopg://{user}{pw}@{host}:{port}/{s['NAME']}"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_process_caches():
+    """Per-process caches (flags, answer keys, Django's cache) must not leak between tests:
+    ids are reused after a rolled-back test."""
+    yield
+    try:
+        from django.core.cache import cache
+
+        from backend.exams import answer_keys
+        from backend.ops import flags
+    except Exception:  # Django not configured for this test
+        return
+    cache.clear()
+    answer_keys.forget()
+    flags.clear_cache()

@@ -73,6 +73,10 @@ def parse_json_body(request: HttpRequest) -> dict:
         body = json.loads(request.body or b"")
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"malformed JSON body: {exc}") from None
+    except RecursionError:
+        # json's decoder recurses per nesting level: "[[[[..." within the size limit is a
+        # client's bad input, not a server fault.
+        raise ApiError(400, "malformed JSON body: nested too deeply") from None
     if not isinstance(body, dict):
         raise ApiError(400, "the JSON body must be an object")
     return body

@@ -49,7 +49,27 @@ def _decode(cursor: str, exam_id: int, ranked_by: str) -> dict:
     return data
 
 
+CACHE_SECONDS = 5
+
+
 def leaderboard_page(exam_id: int, limit: int, cursor: str | None) -> Page:
+    """One page of the ranking. The first page (the one everybody refreshes) is cached for a
+    few seconds while the ``leaderboard.cache`` flag is on."""
+    from django.core.cache import cache
+
+    from backend.ops import flags
+
+    if cursor is None and flags.is_enabled("leaderboard.cache"):
+        key = f"leaderboard:{exam_id}:{limit}"
+        page = cache.get(key)
+        if page is None:
+            page = _page(exam_id, limit, None)
+            cache.set(key, page, CACHE_SECONDS)
+        return page
+    return _page(exam_id, limit, cursor)
+
+
+def _page(exam_id: int, limit: int, cursor: str | None) -> Page:
     if not Exam.objects.filter(pk=exam_id).exists():
         raise ApiError(404, f"no exam {exam_id}")
     calibrated = CalibrationRun.objects.filter(exam_id=exam_id, is_current=True).exists()

@@ -110,6 +110,12 @@ def validate_save(body: dict) -> tuple[int, str, str, int | None]:
         raise ApiError(400, f"'answer' is longer than {settings.EXAM_MAX_ANSWER_LENGTH} characters")
     if "\x00" in answer:
         raise ApiError(400, "'answer' must not contain NUL characters")
+    if not answer.isascii():
+        # JSON may carry a lone surrogate ("\ud800"), which no database driver can encode.
+        try:
+            answer.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApiError(400, "'answer' is not valid Unicode text (lone surrogate)") from None
     if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int)):
         raise ApiError(400, "'seq' must be an integer")
     if seq is not None and not (0 <= seq < MAX_SEQ):
@@ -121,7 +127,9 @@ def validate_save(body: dict) -> tuple[int, str, str, int | None]:
 
 
 def journal_enabled() -> bool:
-    return True
+    from backend.ops import flags
+
+    return flags.is_enabled("journal.writes")
 
 
 def save_answer(session_id: int, token_hash: str, body: dict) -> SaveResult:

@@ -33,6 +33,7 @@ COMMAND_MODULES: list[tuple[str, str]] = [
     ("rasch", "opsctl.commands.rasch"),
     ("flags", "opsctl.commands.flags"),
     ("rollback", "opsctl.commands.rollback"),
+    ("migrate", "opsctl.commands.migrate"),
 ]
 
 

@@ -1,0 +1,180 @@
+"""opsctl migrate: Django's migration state, the SQL a deploy will run, its safety findings,
+and a guarded apply/rollback that never queues behind exam traffic."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from opsctl.output import CommandError, console, emit_json
+
+app = typer.Typer(help="Migrations under guard: status, plan (SQL + findings), apply, rollback.")
+
+DB_OPT = typer.Option(
+    None, "--database-url", envvar="DATABASE_URL", help="Database (default: the backend's)."
+)
+
+
+def _setup(database_url):
+    from opsctl.service import setup_django
+
+    setup_django(database_url)
+
+
+def _print_plan(plan, show_sql: bool = True) -> None:
+    out = console()
+    if not plan.steps:
+        out.print("nothing to do: every migration is applied")
+        return
+    colours = {"blocking": "red", "warning": "yellow", "info": "dim"}
+    for step in plan.steps:
+        arrow = "unapply" if step.backwards else "apply"
+        out.print(f"[bold]{arrow} {step.app}.{step.name}[/bold]")
+        if show_sql:
+            for sql in step.sql:
+                out.print(f"    {sql}", markup=False, highlight=False, soft_wrap=True)
+        for f in step.findings:
+            out.print(f"  [{colours.get(f.severity, '')}]{f.severity.upper()} {f.rule}[/]: {f.why}")
+            out.print(f"      safe pattern: {f.safe_pattern}", markup=False, soft_wrap=True)
+
+
+@app.command("status")
+def status_cmd(
+    as_json: bool = typer.Option(False, "--json", help="JSON: [{app, applied, unapplied}]."),
+    database_url: str = DB_OPT,
+) -> None:
+    """Applied and unapplied migrations per app (Django's own migration table)."""
+    _setup(database_url)
+    from backend.ops import schema_changes
+
+    rows = schema_changes.status()
+    if as_json:
+        emit_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table(title="migrations")
+    for col in ("app", "applied", "unapplied", "latest applied"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r.app, str(len(r.applied)), ", ".join(r.unapplied) or "-",
+            r.applied[-1] if r.applied else "-",
+        )  # fmt: skip
+    console().print(table)
+
+
+@app.command("plan")
+def plan_cmd(
+    as_json: bool = typer.Option(False, "--json", help="JSON: steps with sql and findings."),
+    database_url: str = DB_OPT,
+) -> None:
+    """The SQL each unapplied migration will run here, with safety findings.
+
+    Exit 0 when nothing blocks, 2 when a blocking finding is present.
+    """
+    _setup(database_url)
+    from backend.ops import schema_changes
+
+    plan = schema_changes.plan()
+    if as_json:
+        emit_json({"vendor": plan.vendor, "steps": plan.steps})
+    else:
+        _print_plan(plan)
+    if plan.blocking():
+        raise typer.Exit(2)
+
+
+@app.command("apply")
+def apply_cmd(
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask (needed off a terminal)."),
+    lock_timeout: str = typer.Option("5s", "--lock-timeout", help="PostgreSQL lock_timeout."),
+    statement_timeout: str = typer.Option(
+        "60s", "--statement-timeout", help="PostgreSQL statement_timeout."
+    ),
+    allow: list[str] = typer.Option(
+        None, "--allow", help="Allow a blocking rule by name (repeatable)."
+    ),
+    actor: str = typer.Option(None, "--actor", help="Who (default: the OS user)."),
+    as_json: bool = typer.Option(False, "--json", help="JSON: what was applied."),
+    database_url: str = DB_OPT,
+) -> None:
+    """Apply unapplied migrations, refusing while a blocking finding is not --allow'ed.
+
+    On PostgreSQL lock_timeout and statement_timeout are set so a migration fails fast
+    instead of queueing behind exam traffic. Every apply is an audit event.
+    """
+    from opsctl.timeparse import parse_duration
+
+    try:
+        parse_duration(lock_timeout)
+        parse_duration(statement_timeout)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    _setup(database_url)
+    from backend.ops import schema_changes
+
+    plan = schema_changes.plan()
+    if not plan.steps:
+        if as_json:
+            emit_json({"applied": []})
+        else:
+            console().print("nothing to do: every migration is applied")
+        return
+    if not as_json:
+        _print_plan(plan, show_sql=False)
+    blocking = plan.blocking(set(allow or ()))
+    if not blocking and not yes:
+        if not sys.stdin.isatty():
+            raise CommandError("not on a terminal: add --yes to apply without asking")
+        if not typer.confirm(f"apply {len(plan.steps)} migration(s)?"):
+            raise CommandError("cancelled; nothing applied")
+    try:
+        done = schema_changes.apply(
+            allow=set(allow or ()), lock_timeout=lock_timeout,
+            statement_timeout=statement_timeout, actor=actor,
+        )  # fmt: skip
+    except schema_changes.MigrationRefused as exc:
+        raise CommandError(str(exc), 2) from None
+    except schema_changes.LockTimeout as exc:
+        raise CommandError(str(exc), 3) from None
+    applied = [f"{s.app}.{s.name}" for s in done.steps]
+    if as_json:
+        emit_json({"applied": applied})
+    else:
+        console().print(f"applied {len(applied)} migration(s)")
+
+
+@app.command("rollback")
+def rollback_cmd(
+    app_label: str = typer.Argument(..., metavar="APP", help="The app, e.g. exams."),
+    target: str = typer.Argument(..., help="Migrate back to this migration (or 'zero')."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask (needed off a terminal)."),
+    actor: str = typer.Option(None, "--actor", help="Who (default: the OS user)."),
+    as_json: bool = typer.Option(False, "--json", help="JSON: what was unapplied."),
+    database_url: str = DB_OPT,
+) -> None:
+    """Show what migrating APP back to TARGET will run, then do it."""
+    _setup(database_url)
+    from backend.ops import schema_changes
+
+    try:
+        plan = schema_changes.rollback_plan(app_label, target)
+    except schema_changes.MigrationRefused as exc:
+        raise CommandError(str(exc)) from None
+    if not plan.steps:
+        console().print(f"{app_label} is already at {target}")
+        return
+    if not as_json:
+        _print_plan(plan)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise CommandError("not on a terminal: add --yes to roll back without asking")
+        if not typer.confirm(f"unapply {len(plan.steps)} migration(s)?"):
+            raise CommandError("cancelled; nothing changed")
+    done = schema_changes.rollback(app_label, target, actor=actor)
+    if as_json:
+        emit_json({"unapplied": [f"{s.app}.{s.name}" for s in done.steps]})
+    else:
+        console().print(f"unapplied {len(done.steps)} migration(s)")

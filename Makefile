@@ -30,6 +30,7 @@ test-sqlite: $(STAMP)
 	DATABASE_URL=sqlite:///var/test.sqlite3 $(PY) -m pytest -p no:cacheprovider
 
 test-postgres: $(STAMP)
+	@scripts/pg-setup.sh "$(OPS_TEST_DATABASE_URL)"
 	DATABASE_URL=$(OPS_TEST_DATABASE_URL) $(PY) -m pytest -p no:cacheprovider
 
 lint: $(STAMP)

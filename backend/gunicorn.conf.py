@@ -21,3 +21,24 @@ accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
 wsgi_app = "backend.wsgi:application"
+
+
+def post_fork(server, worker):
+    # With --preload the app is imported in the master; each worker needs its own
+    # exporters (and file names carry the worker's pid), so set up again after the fork.
+    from django.conf import settings
+
+    if settings.configured and settings.TELEMETRY_ENABLED:
+        from backend.ops import telemetry
+
+        telemetry.setup()
+
+
+def worker_exit(server, worker):
+    # Flush what the batch processors still hold, so a worker recycle loses no spans.
+    try:
+        from backend.ops import telemetry
+
+        telemetry.shutdown()
+    except Exception:  # exiting anyway; never block a worker's exit on telemetry
+        pass

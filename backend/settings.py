@@ -41,6 +41,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "backend.ops.telemetry.RequestContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -119,3 +120,10 @@ RASCH_SCALE_SD = float(os.environ.get("RASCH_SCALE_SD", "100"))
 
 # Feature flags are re-read from the database at most this often per process.
 FLAGS_CACHE_SECONDS = float(os.environ.get("FLAGS_CACHE_SECONDS", "5"))
+
+# Telemetry (backend/ops/telemetry.py). OPS_TELEMETRY=0 turns the exporters off entirely;
+# the `telemetry.tracing` flag switches spans off at run time.
+TELEMETRY_ENABLED = _env_bool("OPS_TELEMETRY", True)
+TELEMETRY_TRACING = _env_bool("OPS_TRACING", True)
+TELEMETRY_N_PLUS_ONE = int(os.environ.get("OPS_N_PLUS_ONE_THRESHOLD", "10"))
+SERVICE_VERSION = "0.1.0"

@@ -34,6 +34,8 @@ COMMAND_MODULES: list[tuple[str, str]] = [
     ("flags", "opsctl.commands.flags"),
     ("rollback", "opsctl.commands.rollback"),
     ("migrate", "opsctl.commands.migrate"),
+    ("traces", "opsctl.commands.traces"),
+    ("queries", "opsctl.commands.queries"),
 ]
 
 

@@ -1,0 +1,355 @@
+"""OpenTelemetry for the backend: traces and metrics, set up once per process.
+
+- HTTP server spans and the stable ``http.server.request.duration`` metric come from
+  opentelemetry-instrumentation-django.
+- Every SQL statement gets a client span from a Django ``execute_wrapper`` (the DB-API
+  instrumentations cannot add the route, the fingerprint or N+1 detection): ``db.system``,
+  ``db.query.text`` (placeholders only, never parameter values), ``db.query.fingerprint``,
+  rows affected and ``http.route``; and the histogram ``db.client.operation.duration``.
+- N+1: the same fingerprint more than ``TELEMETRY_N_PLUS_ONE`` times (default 10) in one
+  request adds a ``db.n_plus_one`` event to the request span and counts ``exam.db.n_plus_one``.
+- Exporters: OTLP (http/protobuf) when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set (every
+  standard OTEL_* variable applies, sampling included); otherwise OTLP JSON lines through the
+  official file exporter, one file per process and hour under var/telemetry/, so workers
+  never interleave writes.
+- The ``telemetry.tracing`` flag switches spans off (and back on) without a restart.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import os
+import socket
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    MetricExporter,
+    MetricExportResult,
+    MetricReader,
+    PeriodicExportingMetricReader,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import (
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+    _get_from_env_or_default,
+)
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from backend.ops.fingerprint import fingerprint, operation
+
+log = logging.getLogger(__name__)
+
+_setup_pid: int | None = None
+_lock = threading.Lock()
+_request: contextvars.ContextVar[dict | None] = contextvars.ContextVar("exam_request", default=None)
+_instruments: dict = {}
+
+
+def _hour() -> str:
+    return time.strftime("%Y%m%d%H", time.gmtime())
+
+
+class _HourlyFiles:
+    """Rotates the official file exporter: ``<kind>-<host>-<pid>-<YYYYmmddHH>.jsonl``."""
+
+    def __init__(self, directory: Path, kind: str, factory):
+        self.directory = directory
+        self.kind = kind
+        self.factory = factory
+        self.hour = ""
+        self.exporter = None
+        self.lock = threading.Lock()
+
+    def current(self):
+        hour = _hour()
+        with self.lock:
+            if hour != self.hour or self.exporter is None:
+                if self.exporter is not None:
+                    self.exporter.shutdown()
+                self.directory.mkdir(parents=True, exist_ok=True)
+                name = f"{self.kind}-{socket.gethostname()}-{os.getpid()}-{hour}.jsonl"
+                self.exporter = self.factory(self.directory / name)
+                self.hour = hour
+            return self.exporter
+
+    def shutdown(self):
+        with self.lock:
+            if self.exporter is not None:
+                self.exporter.shutdown()
+                self.exporter = None
+
+
+class HourlyFileSpanExporter(SpanExporter):
+    def __init__(self, directory: Path):
+        from opentelemetry.exporter.otlp.json.file import FileSpanExporter
+
+        self.files = _HourlyFiles(directory, "traces", lambda p: FileSpanExporter(path=p))
+
+    def export(self, spans):
+        return self.files.current().export(spans) or SpanExportResult.SUCCESS
+
+    def shutdown(self):
+        self.files.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+class HourlyFileMetricExporter(MetricExporter):
+    def __init__(self, directory: Path):
+        from opentelemetry.exporter.otlp.json.file import FileMetricExporter
+
+        self.files = _HourlyFiles(directory, "metrics", lambda p: FileMetricExporter(path=p))
+        super().__init__()  # cumulative temporality, as the file exporter's default
+
+    def export(self, metrics_data, timeout_millis: float = 10_000, **kwargs):
+        result = self.files.current().export(metrics_data)
+        return result if result is not None else MetricExportResult.SUCCESS
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs):
+        self.files.shutdown()
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+
+class FlagSampler(Sampler):
+    """Defers to the configured sampler while the ``telemetry.tracing`` flag is on."""
+
+    def __init__(self, delegate: Sampler):
+        self.delegate = delegate
+
+    def should_sample(self, parent_context, trace_id, name, kind=None, attributes=None,
+                      links=None, trace_state=None):  # fmt: skip
+        if not tracing_enabled():
+            return SamplingResult(Decision.DROP)
+        return self.delegate.should_sample(
+            parent_context, trace_id, name, kind, attributes, links, trace_state
+        )
+
+    def get_description(self) -> str:
+        return f"FlagSampler({self.delegate.get_description()})"
+
+
+def tracing_enabled() -> bool:
+    from django.conf import settings
+
+    if not getattr(settings, "TELEMETRY_TRACING", True):
+        return False
+    from backend.ops import flags
+
+    return flags.is_enabled("telemetry.tracing")
+
+
+def _resource() -> Resource:
+    from django.conf import settings
+
+    return Resource.create(
+        {
+            "service.name": os.environ.get("OTEL_SERVICE_NAME", "exam-backend"),
+            "service.version": getattr(settings, "SERVICE_VERSION", "0.1.0"),
+            "deployment.environment": os.environ.get("DEPLOY_ENV", "development"),
+            "host.name": socket.gethostname(),
+            "process.pid": os.getpid(),
+        }
+    )
+
+
+def setup(
+    directory: Path | None = None,
+    span_exporter: SpanExporter | None = None,
+    metric_reader: MetricReader | None = None,
+    force: bool = False,
+) -> None:
+    """Install tracer and meter providers for this process (again after a fork).
+
+    Tests pass their own exporter/reader; otherwise OTLP or hourly files are chosen.
+    """
+    global _setup_pid
+    with _lock:
+        if _setup_pid == os.getpid() and not force:
+            return
+        os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
+        from backend import config
+
+        directory = directory or config.telemetry_dir()
+        otlp = bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+        if span_exporter is None:
+            if otlp:
+                from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+                span_exporter = OTLPSpanExporter()
+            else:
+                span_exporter = HourlyFileSpanExporter(directory)
+        if metric_reader is None:
+            if otlp:
+                from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+                    OTLPMetricExporter,
+                )
+
+                exporter = OTLPMetricExporter()
+            else:
+                exporter = HourlyFileMetricExporter(directory)
+            interval = int(os.environ.get("OTEL_METRIC_EXPORT_INTERVAL", "10000"))
+            metric_reader = PeriodicExportingMetricReader(exporter, interval)
+        sampler = ParentBased(FlagSampler(_get_from_env_or_default()))
+        tracer_provider = TracerProvider(resource=_resource(), sampler=sampler)
+        tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
+        meter_provider = MeterProvider(resource=_resource(), metric_readers=[metric_reader])
+        # The global setters refuse a second call; after a fork (or in tests) replace them.
+        trace._TRACER_PROVIDER_SET_ONCE._done = False
+        trace.set_tracer_provider(tracer_provider)
+        metrics._internal._METER_PROVIDER_SET_ONCE._done = False
+        metrics.set_meter_provider(meter_provider)
+        meter = meter_provider.get_meter("backend.ops.telemetry")
+        _instruments["db_duration"] = meter.create_histogram(
+            "db.client.operation.duration", unit="s",
+            description="Duration of SQL statements, by fingerprint and route",
+        )  # fmt: skip
+        _instruments["n_plus_one"] = meter.create_counter(
+            "exam.db.n_plus_one", unit="{request}",
+            description="Requests that ran one statement shape more than the N+1 threshold",
+        )  # fmt: skip
+        _instruments["tracer"] = tracer_provider.get_tracer("backend.ops.telemetry")
+        _instruments["providers"] = (tracer_provider, meter_provider)
+        _instrument_django(tracer_provider, meter_provider)
+        _install_db_wrapper()
+        _setup_pid = os.getpid()
+
+
+def _instrument_django(tracer_provider, meter_provider) -> None:
+    from opentelemetry.instrumentation.django import DjangoInstrumentor
+
+    inst = DjangoInstrumentor()
+    if inst.is_instrumented_by_opentelemetry:
+        inst.uninstrument()
+    inst.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
+
+
+def shutdown() -> None:
+    providers = _instruments.get("providers")
+    if providers:
+        for p in providers:
+            p.shutdown()
+
+
+def teardown() -> None:
+    """Undo ``setup`` (tests): flush, stop exporters, remove the instrumentation."""
+    global _setup_pid
+    from django.db import connections
+    from django.db.backends.signals import connection_created
+    from opentelemetry.instrumentation.django import DjangoInstrumentor
+
+    shutdown()
+    inst = DjangoInstrumentor()
+    if inst.is_instrumented_by_opentelemetry:
+        inst.uninstrument()
+    connection_created.disconnect(dispatch_uid="exam-telemetry-db")
+    for conn in connections.all(initialized_only=True):
+        if _db_wrapper in conn.execute_wrappers:
+            conn.execute_wrappers.remove(_db_wrapper)
+    _instruments.clear()
+    _setup_pid = None
+
+
+def force_flush() -> None:
+    providers = _instruments.get("providers")
+    if providers:
+        providers[0].force_flush()
+        providers[1].force_flush()
+
+
+def _install_db_wrapper() -> None:
+    from django.db import connections
+    from django.db.backends.signals import connection_created
+
+    def add(connection, **kwargs):
+        if _db_wrapper not in connection.execute_wrappers:
+            connection.execute_wrappers.append(_db_wrapper)
+
+    connection_created.connect(add, weak=False, dispatch_uid="exam-telemetry-db")
+    for conn in connections.all(initialized_only=True):
+        add(conn)
+
+
+class RequestContextMiddleware:
+    """Carries the route and per-request statement counts to the DB wrapper."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        token = _request.set({"route": "", "counts": Counter(), "flagged": set()})
+        try:
+            return self.get_response(request)
+        finally:
+            _request.reset(token)
+
+    def process_view(self, request, view_func, view_args, view_kwargs):
+        ctx = _request.get()
+        match = getattr(request, "resolver_match", None)
+        if ctx is not None and match is not None:
+            ctx["route"] = match.route or ""
+
+
+def _n_plus_one_threshold() -> int:
+    from django.conf import settings
+
+    return int(getattr(settings, "TELEMETRY_N_PLUS_ONE", 10))
+
+
+def _db_wrapper(execute, sql, params, many, context):
+    if "db_duration" not in _instruments:
+        return execute(sql, params, many, context)
+    ctx = _request.get()
+    route = ctx["route"] if ctx else ""
+    fp, _text = fingerprint(sql)
+    vendor = context["connection"].vendor
+    attrs = {"db.system": vendor, "db.query.fingerprint": fp}
+    if route:
+        attrs["http.route"] = route
+    parent = trace.get_current_span()
+    tracer = _instruments["tracer"]
+    start = time.perf_counter()
+    if parent.is_recording():
+        verb = operation(sql)
+        with tracer.start_as_current_span(
+            f"{verb} {vendor}", kind=SpanKind.CLIENT, record_exception=True
+        ) as span:
+            span.set_attributes(attrs)
+            span.set_attribute("db.query.text", sql)
+            span.set_attribute("db.operation.name", verb)
+            try:
+                result = execute(sql, params, many, context)
+            except Exception as exc:
+                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                raise
+            rowcount = getattr(context.get("cursor"), "rowcount", -1)
+            if rowcount is not None and rowcount >= 0:
+                span.set_attribute("db.response.rows_affected", rowcount)
+    else:
+        result = execute(sql, params, many, context)
+    _instruments["db_duration"].record(time.perf_counter() - start, attrs)
+    if ctx is not None:
+        ctx["counts"][fp] += 1
+        if ctx["counts"][fp] > _n_plus_one_threshold() and fp not in ctx["flagged"]:
+            ctx["flagged"].add(fp)
+            _instruments["n_plus_one"].add(1, {"http.route": route, "db.query.fingerprint": fp})
+            if parent.is_recording():
+                parent.add_event(
+                    "db.n_plus_one",
+                    {"db.query.fingerprint": fp, "db.query.text": sql,
+                     "threshold": _n_plus_one_threshold()},
+                )  # fmt: skip
+    return result

@@ -1,0 +1,102 @@
+"""opsctl queries: the costliest SQL by fingerprint, and N+1 offenders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from opsctl.commands.traces import DIR_OPT, report_corrupt, since_or_fail, telemetry_dir
+from opsctl.output import CommandError, console, emit_json
+
+app = typer.Typer(help="SQL statistics by fingerprint (telemetry files or pg_stat_statements).")
+
+
+@app.command("top")
+def top_cmd(
+    since: str = typer.Option("1h", "--since", help="Window: 1h, 30m, or an ISO time."),
+    by: str = typer.Option("total", "--by", help="Order by total, mean, p95 or calls."),
+    limit: int = typer.Option(20, "--limit", min=1, help="How many fingerprints."),
+    source: str = typer.Option("files", "--source", help="files (telemetry) or pg."),
+    database_url: str = typer.Option(
+        None, "--database-url", envvar="DATABASE_URL", help="For --source pg."
+    ),
+    directory: Path = DIR_OPT,
+    as_json: bool = typer.Option(False, "--json", help="JSON list per fingerprint."),
+) -> None:
+    """Per fingerprint: calls, total, mean, p95, max (ms), rows, routes, an example.
+    JSON keys: fingerprint, calls, total_ms, mean_ms, p95_ms, max_ms, rows, routes, example
+    (p95 is null with --source pg, which keeps no distribution)."""
+    if by not in {"total", "mean", "p95", "calls"}:
+        raise CommandError("--by must be total, mean, p95 or calls")
+    if source == "pg":
+        from backend.config import database_url as default_url
+        from opsctl.pg_statements import PgStatementsUnavailable, top_statements
+
+        try:
+            rows = top_statements(database_url or default_url(), by, limit)
+        except PgStatementsUnavailable as exc:
+            raise CommandError(str(exc), 3) from None
+    elif source == "files":
+        from opsctl import telemetry
+
+        d = telemetry_dir(directory)
+        stats = telemetry.ReadStats()
+        rows = telemetry.query_stats(d, since_or_fail(since), by, limit, stats)
+        report_corrupt(stats)
+        if not rows and not as_json:
+            console().print(telemetry.empty_hint(d, since), markup=False)
+            return
+    else:
+        raise CommandError("--source must be files or pg")
+    if as_json:
+        emit_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"top SQL by {by} ({source})")
+    for col in ("fingerprint", "calls", "total ms", "mean ms", "p95 ms", "max ms", "rows"):
+        table.add_column(col, justify="left" if col == "fingerprint" else "right")
+    for q in rows:
+        table.add_row(
+            q.fingerprint, str(q.calls), f"{q.total_ms:.1f}", f"{q.mean_ms:.2f}",
+            "-" if q.p95_ms is None else f"{q.p95_ms:.2f}", f"{q.max_ms:.2f}", str(q.rows),
+        )  # fmt: skip
+    out = console()
+    out.print(table)
+    for q in rows:
+        routes = f" [{', '.join(q.routes)}]" if q.routes else ""
+        out.print(f"{q.fingerprint}{routes}", markup=False, style="bold")
+        out.print(f"  {' '.join(q.example.split())}", markup=False, overflow="ellipsis",
+                  no_wrap=True)  # fmt: skip
+
+
+@app.command("nplusone")
+def nplusone_cmd(
+    since: str = typer.Option("1h", "--since", help="Window: 1h, 30m, or an ISO time."),
+    directory: Path = DIR_OPT,
+    as_json: bool = typer.Option(False, "--json", help="JSON list of offenders."),
+) -> None:
+    """Routes that ran one statement shape more than the N+1 threshold within a request.
+    JSON keys: route, fingerprint, requests, example, trace_id."""
+    from opsctl import telemetry
+
+    d = telemetry_dir(directory)
+    stats = telemetry.ReadStats()
+    rows = telemetry.n_plus_one(d, since_or_fail(since), stats)
+    report_corrupt(stats)
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        console().print(f"no N+1 patterns flagged in {d} since {since}", markup=False)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"N+1 offenders since {since}")
+    for col in ("route", "fingerprint", "requests", "example trace", "statement"):
+        table.add_column(col, overflow="fold")
+    for n in rows:
+        table.add_row(n.route, n.fingerprint, str(n.requests), n.trace_id,
+                      " ".join(n.example.split())[:160])  # fmt: skip
+    console().print(table)

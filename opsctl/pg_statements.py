@@ -1,0 +1,71 @@
+"""Query statistics from PostgreSQL's pg_stat_statements (SQLAlchemy, no Django)."""
+
+from __future__ import annotations
+
+from opsctl.telemetry import QueryStats
+
+HOW_TO_ENABLE = (
+    "pg_stat_statements is not available: add it to shared_preload_libraries "
+    "(ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'), restart PostgreSQL, "
+    "then CREATE EXTENSION pg_stat_statements in this database (scripts/pg-setup.sh does all "
+    "three on a local server)"
+)
+
+
+class PgStatementsUnavailable(Exception):
+    pass
+
+
+def top_statements(database_url: str, by: str = "total", limit: int = 20) -> list[QueryStats]:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from backend.config import mask_url
+    from backend.ops.fingerprint import fingerprint
+
+    if not database_url.startswith("postgres"):
+        raise PgStatementsUnavailable("--source pg needs a PostgreSQL --database-url")
+    url = database_url.replace("postgresql://", "postgresql+psycopg://", 1)
+    order = {"total": "total_exec_time", "mean": "mean_exec_time", "calls": "calls",
+             "p95": "max_exec_time"}[by]  # fmt: skip
+    engine = create_engine(url, connect_args={"connect_timeout": 5})
+    try:
+        with engine.connect() as conn:
+            present = conn.execute(
+                text("SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'")
+            ).first()
+            if not present:
+                raise PgStatementsUnavailable(HOW_TO_ENABLE)
+            try:
+                rows = conn.execute(
+                    text(
+                        "SELECT query, calls, total_exec_time, mean_exec_time, max_exec_time, "
+                        "rows FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database "
+                        f"WHERE datname = current_database()) ORDER BY {order} DESC LIMIT :n"
+                    ),
+                    {"n": limit},
+                ).all()
+            except SQLAlchemyError as exc:
+                raise PgStatementsUnavailable(
+                    f"{HOW_TO_ENABLE} ({str(exc.orig).strip().splitlines()[0]})"
+                ) from None
+    except SQLAlchemyError as exc:
+        raise PgStatementsUnavailable(
+            f"cannot reach {mask_url(database_url)}: {str(exc.orig).strip().splitlines()[0]}"
+        ) from None
+    finally:
+        engine.dispose()
+    return [
+        QueryStats(
+            fingerprint(q)[0],
+            int(calls),
+            round(total, 3),
+            round(mean, 3),
+            None,
+            round(mx, 3),
+            int(nrows),
+            [],
+            q,
+        )
+        for q, calls, total, mean, mx, nrows in rows
+    ]

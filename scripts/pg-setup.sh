@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Make the local PostgreSQL ready for the project: pg_stat_statements preloaded (restart
+# needed once) and created in the target database. Safe to run again: it changes nothing
+# when everything is already in place. Usage: scripts/pg-setup.sh [DATABASE_URL]
+set -euo pipefail
+URL="${1:-${OPS_TEST_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/postgres}}"
+if ! psql "$URL" -Atqc "select 1" >/dev/null 2>&1; then
+  echo "pg-setup: PostgreSQL at ${URL%%@*}@... does not answer; skipping" >&2
+  exit 0
+fi
+loaded=$(psql "$URL" -Atqc "show shared_preload_libraries")
+if [[ "$loaded" != *pg_stat_statements* ]]; then
+  new="pg_stat_statements${loaded:+,$loaded}"
+  psql "$URL" -qc "ALTER SYSTEM SET shared_preload_libraries = '$new'"
+  if command -v pg_ctlcluster >/dev/null && [[ "$URL" == *@127.0.0.1* || "$URL" == *@localhost* ]]; then
+    version=$(ls /etc/postgresql | sort -V | tail -1)
+    echo "pg-setup: restarting local PostgreSQL $version to load pg_stat_statements" >&2
+    pg_ctlcluster --skip-systemctl-redirect "$version" main restart
+    for _ in $(seq 1 30); do psql "$URL" -Atqc "select 1" >/dev/null 2>&1 && break; sleep 1; done
+  else
+    echo "pg-setup: restart PostgreSQL to load pg_stat_statements" >&2
+  fi
+fi
+# In template1, so every database created later (test databases included) has it.
+for db in template1 "$(psql "$URL" -Atqc 'select current_database()')"; do
+  psql "${URL%/*}/$db" -qc "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" 2>/dev/null || true
+done

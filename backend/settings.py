@@ -127,3 +127,18 @@ TELEMETRY_ENABLED = _env_bool("OPS_TELEMETRY", True)
 TELEMETRY_TRACING = _env_bool("OPS_TRACING", True)
 TELEMETRY_N_PLUS_ONE = int(os.environ.get("OPS_N_PLUS_ONE_THRESHOLD", "10"))
 SERVICE_VERSION = "0.1.0"
+
+# Retention (backend/ops/retention.py; policies default to backend/ops/retention_policy.py)
+RETENTION_BATCH_SIZE = int(os.environ.get("RETENTION_BATCH_SIZE", "5000"))
+RETENTION_LOCK_TIMEOUT_MS = int(os.environ.get("RETENTION_LOCK_TIMEOUT_MS", "2000"))
+RETENTION_PAUSE_SECONDS = float(os.environ.get("RETENTION_PAUSE_SECONDS", "0"))
+RETENTION_BUSY_ACTIVE = int(os.environ.get("RETENTION_BUSY_ACTIVE", "20"))
+RETENTION_OVERDUE_HOURS = float(os.environ.get("RETENTION_OVERDUE_HOURS", "48"))
+
+# Resource alerts (backend/ops/resources.py): percent thresholds, per-probe overrides,
+# and how long a probe must stay over a threshold before an alert opens.
+RESOURCE_WARN = float(os.environ.get("RESOURCE_WARN", "85"))
+RESOURCE_CRIT = float(os.environ.get("RESOURCE_CRIT", "95"))
+RESOURCE_THRESHOLDS: dict[str, dict[str, float]] = {"cpu": {"warn": 90, "crit": 98}}
+RESOURCE_DAMPING_SECONDS = float(os.environ.get("RESOURCE_DAMPING_SECONDS", "120"))
+LOG_DIR = os.environ.get("LOG_DIR") or str(VAR_DIR / "log")

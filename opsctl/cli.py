@@ -36,6 +36,8 @@ COMMAND_MODULES: list[tuple[str, str]] = [
     ("migrate", "opsctl.commands.migrate"),
     ("traces", "opsctl.commands.traces"),
     ("queries", "opsctl.commands.queries"),
+    ("retention", "opsctl.commands.retention"),
+    ("resources", "opsctl.commands.resources"),
 ]
 
 

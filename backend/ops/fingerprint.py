@@ -7,6 +7,7 @@ collapse to ``IN (...)``; whitespace and keyword case are normalised.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 
@@ -36,8 +37,12 @@ def normalise(sql: str) -> str:
     return _KEYWORDS.sub(lambda m: m.group(0).upper(), text)
 
 
+@functools.lru_cache(maxsize=4096)
 def fingerprint(sql: str) -> tuple[str, str]:
-    """``(id, normalised text)``; the id is 16 hex characters, stable across processes."""
+    """``(id, normalised text)``; the id is 16 hex characters, stable across processes.
+
+    Cached: an application sends a few hundred distinct statement texts (parameters travel
+    separately), so the regexes run once per text, not once per execution."""
     text = normalise(sql)
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16], text
 

@@ -62,3 +62,20 @@ class ResourceAlert(models.Model):
         indexes = [
             models.Index(fields=["resolved_at", "probe", "host"], name="alert_open_idx"),
         ]
+
+
+class ProbeState(models.Model):
+    """A probe over its threshold but not yet for the damping interval (per host), so the
+    damping survives restarts and every host's state sits in one place."""
+
+    probe = models.CharField(max_length=100)
+    host = models.CharField(max_length=255)
+    pending_severity = models.CharField(max_length=16, blank=True, default="")
+    pending_since = models.DateTimeField(null=True, blank=True)
+    last_value = models.FloatField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["probe", "host"], name="probestate_probe_host")
+        ]

@@ -1,0 +1,127 @@
+"""opsctl retention: what the policies would purge, and the purge itself (cron-safe)."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from opsctl.output import CommandError, console, emit_json
+
+app = typer.Typer(help="Data retention: policy status and batched purges, safe on every host.")
+
+DB_OPT = typer.Option(
+    None, "--database-url", envvar="DATABASE_URL", help="Database (default: the backend's)."
+)
+POLICY_OPT = typer.Option(
+    None, "--policy-file", help="TOML overriding policies: [policies.NAME] days = N."
+)
+
+
+def _setup(database_url):
+    from opsctl.service import setup_django
+
+    setup_django(database_url)
+
+
+@app.command("status")
+def status_cmd(
+    policy_file: str = POLICY_OPT,
+    as_json: bool = typer.Option(False, "--json", help="JSON list per policy."),
+    database_url: str = DB_OPT,
+) -> None:
+    """Per policy: period, rows eligible now, oldest row's age, last run, overdue.
+    JSON keys: name, target, period_days, guard, eligible_now, oldest_age_days,
+    last_run_at, last_outcome, overdue."""
+    _setup(database_url)
+    from backend.ops import retention
+
+    try:
+        rows = retention.status(policy_file)
+    except (ValueError, OSError) as exc:
+        raise CommandError(str(exc)) from None
+    if as_json:
+        emit_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table(title="retention")
+    for col in ("policy", "period", "eligible now", "oldest (days)", "last run", "outcome", ""):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r.name, f"{r.period_days:g}d", str(r.eligible_now),
+            "-" if r.oldest_age_days is None else f"{r.oldest_age_days:.1f}",
+            r.last_run_at.strftime("%Y-%m-%d %H:%M") if r.last_run_at else "never",
+            r.last_outcome or "-", "OVERDUE" if r.overdue else "",
+            style="yellow" if r.overdue else None,
+        )  # fmt: skip
+    console().print(table)
+
+
+@app.command("run")
+def run_cmd(
+    dry_run: bool = typer.Option(False, "--dry-run", help="Count what would go; delete nothing."),
+    only: list[str] = typer.Option(None, "--only", help="Only this policy (repeatable)."),
+    batch_size: int = typer.Option(None, "--batch-size", min=1, help="Rows per batch (5000)."),
+    max_seconds: float = typer.Option(None, "--max-seconds", min=1, help="Stop at this budget."),
+    vacuum: bool = typer.Option(False, "--vacuum", help="VACUUM (ANALYZE) purged tables after."),
+    policy_file: str = POLICY_OPT,
+    as_json: bool = typer.Option(False, "--json", help="JSON summary."),
+    database_url: str = DB_OPT,
+) -> None:
+    """Purge what the policies say, in primary-key batches, once across all hosts.
+
+    Exit 0 done (or another host holds the job lock), 1 stopped at --max-seconds with work
+    left, 2 failed. JSON keys: run_id, dry_run, outcome, started_at, finished_at, error,
+    vacuumed, policies[{name, deleted, bytes_reclaimed, eligible_before, remaining, batches,
+    seconds, error}].
+    """
+    _setup(database_url)
+    from backend.ops import retention
+
+    tty = sys.stdout.isatty() and not as_json
+    out = console()
+    progress_bar = None
+    tasks: dict[str, int] = {}
+
+    def progress(name: str, done: int, total: int) -> None:
+        if progress_bar is not None:
+            if name not in tasks:
+                tasks[name] = progress_bar.add_task(name, total=max(total, 1))
+            progress_bar.update(tasks[name], completed=done)
+        elif not as_json:
+            print(f"retention {name}: deleted {done} of {total}", flush=True)
+
+    try:
+        if tty and not dry_run:
+            from rich.progress import Progress
+
+            with Progress(console=out) as progress_bar:
+                report = retention.run(dry_run, only, batch_size, max_seconds, vacuum,
+                                       policy_file, progress)  # fmt: skip
+        else:
+            report = retention.run(dry_run, only, batch_size, max_seconds, vacuum,
+                                   policy_file, progress)  # fmt: skip
+    except (ValueError, OSError) as exc:
+        raise CommandError(str(exc)) from None
+    if as_json:
+        emit_json(report)
+    elif report.outcome == "locked":
+        out.print(f"skipped: {report.error}", markup=False)
+    else:
+        verb = "would delete" if dry_run else "deleted"
+        for r in report.policies:
+            n = r.eligible_before if dry_run else r.deleted
+            extra = f", {r.bytes_reclaimed / 1e6:.1f} MB" if r.bytes_reclaimed else ""
+            left = f", {r.remaining} left" if r.remaining and not dry_run else ""
+            out.print(f"{r.name}: {verb} {n}{extra}{left}", markup=False)
+        if report.vacuumed:
+            out.print(f"vacuumed: {', '.join(report.vacuumed)}", markup=False)
+        if report.outcome == "budget":
+            out.print("stopped at the time budget; the rest goes next run", markup=False)
+        if report.outcome == "failed":
+            from opsctl.output import err_console
+
+            err_console().print(f"error: retention run failed: {report.error}", markup=False)
+    raise typer.Exit(report.exit_code)

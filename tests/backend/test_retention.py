@@ -1,0 +1,161 @@
+"""Retention: exactly what policy says goes, nothing else; dry-run = real run; resumable;
+one purger across concurrent runs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+
+import pytest
+from django.contrib.sessions.models import Session
+from typer.testing import CliRunner
+
+from backend.exams.models import Answer, AnswerEvent, ExamSession
+from backend.ops import retention
+from backend.ops.locks import job_lock
+from backend.ops.models import AuditEvent, ResourceAlert, RetentionRun
+from tests.backend.factories import make_exam, make_student
+
+NOW = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.UTC)
+DAY = dt.timedelta(days=1)
+SEC = dt.timedelta(seconds=1)
+
+
+def _session(exam, name, status, submitted_at):
+    student, _ = make_student(name, ext=name)
+    s = ExamSession.objects.create(
+        student=student, exam=exam, status=status, deadline=NOW, submitted_at=submitted_at,
+        started_at=(submitted_at or NOW) - dt.timedelta(hours=1),
+    )  # fmt: skip
+    Answer.objects.create(session=s, question=1, part="", value="1", seq=1)
+    AnswerEvent.objects.bulk_create(
+        [AnswerEvent(session=s, question=1, part="", value=str(i), seq=i) for i in range(3)]
+    )
+    return s
+
+
+@pytest.fixture
+def world(tmp_path, settings, monkeypatch):
+    """Rows on both sides of every cut-off, and exactly at it."""
+    monkeypatch.setenv("OPS_TELEMETRY_DIR", str(tmp_path))
+    exam = make_exam(opens=dt.timedelta(days=-100), closes=dt.timedelta(days=-99))
+    cut = NOW - 30 * DAY
+    s_old = _session(exam, "old", "submitted", cut - SEC)  # eligible
+    s_expired = _session(exam, "expired", "expired", cut - DAY)  # eligible
+    s_at = _session(exam, "at", "submitted", cut)  # exactly at the cut-off: kept
+    s_new = _session(exam, "new", "submitted", cut + SEC)  # kept
+    s_live = _session(exam, "live", "in_progress", None)  # never
+    for resolved in (NOW - 90 * DAY - SEC, NOW - 90 * DAY, None):
+        ResourceAlert.objects.create(
+            probe="disk", host="h", severity="warning", value=90, threshold=85,
+            opened_at=NOW - 200 * DAY, resolved_at=resolved,
+        )  # fmt: skip
+    for created in (NOW - 365 * DAY - SEC, NOW - 365 * DAY, NOW):
+        AuditEvent.objects.create(actor="x", action="t", created_at=created)
+    for key, expire in (("a" * 32, NOW - SEC), ("b" * 32, NOW), ("c" * 32, NOW + DAY)):
+        Session.objects.create(session_key=key, session_data="x", expire_date=expire)
+    for name, age in (("traces-h-1-old.jsonl", 7 * DAY + SEC), ("traces-h-1-new.jsonl", DAY)):
+        p = tmp_path / name
+        p.write_text("{}\n" * 10)
+        t = (NOW - age).timestamp()
+        os.utime(p, (t, t))
+    return {"old": s_old, "expired": s_expired, "at": s_at, "new": s_new, "live": s_live,
+            "dir": tmp_path}  # fmt: skip
+
+
+EXPECTED = {"answer_journal": 6, "resolved_alerts": 1, "audit_events": 1,
+            "django_sessions": 1, "telemetry_files": 1}  # fmt: skip
+
+
+def _by_name(report):
+    return {r.name: r for r in report.policies}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_only_eligible_rows_go_and_dry_run_matches(world):
+    dry = retention.run(dry_run=True, now=NOW)
+    assert {n: r.eligible_before for n, r in _by_name(dry).items()} == EXPECTED
+    assert AnswerEvent.objects.count() == 15  # a dry run deletes nothing
+    real = retention.run(now=NOW, batch_size=2)
+    assert real.outcome == "ok" and real.exit_code == 0
+    assert {n: r.deleted for n, r in _by_name(real).items()} == EXPECTED
+    assert _by_name(real)["answer_journal"].batches >= 3  # batched by primary key
+    remaining = set(AnswerEvent.objects.values_list("session_id", flat=True))
+    assert remaining == {world["at"].id, world["new"].id, world["live"].id}
+    assert Answer.objects.count() == 5  # answers of submitted sessions are never touched
+    assert ResourceAlert.objects.count() == 2
+    assert ResourceAlert.objects.filter(resolved_at__isnull=True).exists()
+    assert AuditEvent.objects.filter(action="t").count() == 2
+    assert set(Session.objects.values_list("session_key", flat=True)) == {"b" * 32, "c" * 32}
+    assert sorted(p.name for p in world["dir"].iterdir()) == ["traces-h-1-new.jsonl"]
+    assert _by_name(real)["telemetry_files"].bytes_reclaimed == 30
+    run = RetentionRun.objects.get(pk=real.run_id)
+    assert run.outcome == "ok" and run.policies["answer_journal"]["deleted"] == 6
+    assert AuditEvent.objects.filter(action="retention.run").count() == 1
+    again = retention.run(now=NOW)
+    assert sum(r.deleted for r in again.policies) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_killed_between_batches_resumes(world):
+    calls = []
+
+    def die_after_first_batch(name, done, total):
+        calls.append(done)
+        raise KeyboardInterrupt  # the process is killed mid-run
+
+    with pytest.raises(KeyboardInterrupt):
+        retention.run(now=NOW, batch_size=4, only=["answer_journal"],
+                      progress=die_after_first_batch)  # fmt: skip
+    assert AnswerEvent.objects.count() == 15 - 4  # one whole batch went, no partial batch
+    report = retention.run(now=NOW, batch_size=4, only=["answer_journal"])
+    assert report.outcome == "ok" and _by_name(report)["answer_journal"].deleted == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_budget_stops_cleanly_with_work_left(world, settings):
+    settings.RETENTION_PAUSE_SECONDS = 0.3
+    report = retention.run(now=NOW, batch_size=1, max_seconds=0.5, only=["answer_journal"])
+    assert report.outcome == "budget" and report.exit_code == 1
+    assert 0 < _by_name(report)["answer_journal"].remaining < 6
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_run_reports_the_lock_and_exits_cleanly(world):
+    with job_lock("retention"):
+        report = retention.run(now=NOW)
+    assert report.outcome == "locked" and report.exit_code == 0
+    assert "already running" in report.error
+    assert AnswerEvent.objects.count() == 15
+
+
+@pytest.mark.django_db(transaction=True)
+def test_status_and_cli(world, monkeypatch):
+    from django.db import connection
+
+    from opsctl.cli import app
+    from tests.e2e.gunicorn_server import django_database_url
+
+    by = {s.name: s for s in retention.status(now=NOW)}
+    assert by["answer_journal"].eligible_now == 6 and by["answer_journal"].overdue
+    assert by["answer_journal"].oldest_age_days > 30
+    monkeypatch.setenv("DATABASE_URL", django_database_url())
+    connection.close()
+    run = CliRunner().invoke
+    r = run(app, ["retention", "run", "--dry-run", "--json", "--only", "audit_events"])
+    assert r.exit_code == 0, r.output
+    r = run(app, ["retention", "run", "--only", "nope"])
+    assert r.exit_code == 1 and "unknown policy" in r.stderr
+    r = run(app, ["retention", "status", "--json"])
+    assert r.exit_code == 0 and {x["name"] for x in json.loads(r.stdout)} == set(EXPECTED)
+
+
+def test_policy_file_overrides(tmp_path):
+    from backend.ops.retention_policy import DEFAULTS, build, load_overrides
+
+    f = "[policies.answer_journal]\ndays = 60\n"
+    policies = {p.name: p for p in build(load_overrides(f, DEFAULTS))}
+    assert policies["answer_journal"].period == dt.timedelta(days=60)
+    with pytest.raises(ValueError, match="unknown policy"):
+        load_overrides("[policies.nope]\ndays = 1\n", DEFAULTS)

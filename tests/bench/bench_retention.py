@@ -1,0 +1,147 @@
+"""Retention engine vs Django's QuerySet.delete(), and save latency during a purge.
+
+1. Rows per second deleting answer-journal rows: the engine (batched DELETE by id) against
+   ``QuerySet.delete()`` with a post_delete receiver connected (as real apps have, which
+   forces Django to load every row and send a signal per row). Same data shape, same run.
+2. Save p99 while a purge runs, next to the same saves with no purge.
+Uses the database in DATABASE_URL (make bench gives it a PostgreSQL database of its own).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import threading
+import time
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.settings")
+
+
+def _old_journal(n_sessions: int, events_per_session: int, tag: str):
+    import random
+
+    from django.utils import timezone
+
+    from backend.exams.models import ExamSession
+    from backend.exams.seed import bulk_insert, create_exam, create_students
+
+    now = timezone.now()
+    exam = create_exam(f"Old {tag}", now - dt.timedelta(days=61), now - dt.timedelta(days=60),
+                       questions=10)  # fmt: skip
+    people = create_students(n_sessions, prefix=f"ret{tag}{int(time.time())}",
+                             rng=random.Random(1))  # fmt: skip
+    sub = now - dt.timedelta(days=60)
+    bulk_insert(
+        "exams_examsession",
+        ("student_id", "exam_id", "status", "started_at", "deadline", "submitted_at"),
+        ((sid, exam.id, "submitted", sub, sub, sub) for sid, _, _ in people),
+    )
+    ids = list(ExamSession.objects.filter(exam=exam).values_list("id", flat=True))
+    bulk_insert(
+        "exams_answerevent",
+        ("session_id", "question", "part", "value", "seq", "received_at"),
+        ((s, 1 + i % 10, "", "x", i, sub) for s in ids for i in range(events_per_session)),
+    )
+    return exam, ids
+
+
+def engine_vs_queryset() -> dict:
+    from django.db.models.signals import post_delete
+
+    from backend.exams.models import AnswerEvent
+    from backend.ops import retention
+
+    received = []
+
+    def on_delete(sender, instance, **kwargs):  # what an audit/search-index hook looks like
+        received.append(instance.pk)
+
+    post_delete.connect(on_delete, sender=AnswerEvent)
+    try:
+        _, ids_q = _old_journal(400, 50, "q")  # 20,000 rows for Django's path
+        t0 = time.perf_counter()
+        deleted_q, _ = AnswerEvent.objects.filter(session_id__in=ids_q).delete()
+        q_seconds = time.perf_counter() - t0
+        _old_journal(2000, 50, "e")  # 100,000 rows for the engine
+        t0 = time.perf_counter()
+        report = retention.run(only=["answer_journal"])
+        e_seconds = time.perf_counter() - t0
+    finally:
+        post_delete.disconnect(on_delete, sender=AnswerEvent)
+    e_deleted = report.policies[0].deleted
+    return {
+        "queryset_delete": {"rows": deleted_q, "seconds": round(q_seconds, 2),
+                            "rows_per_second": round(deleted_q / q_seconds)},
+        "engine": {"rows": e_deleted, "seconds": round(e_seconds, 2),
+                   "rows_per_second": round(e_deleted / e_seconds)},
+        "ratio_engine_to_queryset": round((e_deleted / e_seconds) / (deleted_q / q_seconds), 1),
+    }  # fmt: skip
+
+
+def _save_latencies(seconds: float, targets: list) -> list[float]:
+    from django.db import connection
+
+    from backend.exams.models import hash_token
+    from backend.exams.sessions import save_answer
+
+    lat = []
+    stop = time.monotonic() + seconds
+    seq = 0
+    while time.monotonic() < stop:
+        token, sid = targets[seq % len(targets)]
+        seq += 1
+        t0 = time.perf_counter()
+        save_answer(sid, hash_token(token), {"question": 1 + seq % 4, "answer": str(seq),
+                                             "seq": seq})  # fmt: skip
+        lat.append(time.perf_counter() - t0)
+    connection.close()
+    return lat
+
+
+def _p99(values: list[float]) -> float:
+    values = sorted(values)
+    return round(values[int(0.99 * (len(values) - 1))] * 1000, 2)
+
+
+def latency_during_purge() -> dict:
+    from tests.bench.bench_save import _prepare
+
+    targets = _prepare()[:50]
+    idle = _save_latencies(8, targets)
+    _old_journal(4000, 50, "p")  # 200,000 rows to purge while saving
+    from backend.ops import retention
+
+    done = threading.Event()
+
+    def purge():
+        from django.db import connection
+
+        retention.run(only=["answer_journal"])
+        connection.close()
+        done.set()
+
+    t = threading.Thread(target=purge)
+    t.start()
+    busy = _save_latencies(8, targets)
+    purge_finished_in_window = done.is_set()
+    t.join()
+    return {
+        "idle": {"saves": len(idle), "p99_ms": _p99(idle)},
+        "during_purge": {"saves": len(busy), "p99_ms": _p99(busy),
+                         "purge_finished_within_window": purge_finished_in_window},
+        "ratio_p99_purge_to_idle": round(_p99(busy) / _p99(idle), 2),
+    }  # fmt: skip
+
+
+def main() -> dict:
+    import django
+
+    django.setup()
+    result = {"delete_speed": engine_vs_queryset(), "save_latency": latency_during_purge()}
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()

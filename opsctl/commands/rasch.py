@@ -120,8 +120,8 @@ def auto_cmd(
     """Calibrate every closed exam without a current calibration (for cron on every host).
 
     A job lock lets exactly one host run it; the others exit 0 saying so. Gated by the
-    feature flag `rasch.auto`. Exit 0 done (or nothing to do), 1 another host holds the
-    lock, 2 an exam could not be calibrated.
+    feature flag `rasch.auto`. Exit 0 done, nothing to do, or another host holds the lock;
+    2 an exam could not be calibrated.
     """
     _setup(database_url)
     from backend.exams.calibration import auto_calibrate
@@ -134,7 +134,7 @@ def auto_cmd(
             emit_json({"calibrated": [], "refused": {}, "skipped_reason": str(exc)})
         else:
             console().print(f"skipped: {exc}", markup=False)
-        raise typer.Exit(1) from None
+        return
     if as_json:
         emit_json(report)
     else:

@@ -38,6 +38,9 @@ COMMAND_MODULES: list[tuple[str, str]] = [
     ("queries", "opsctl.commands.queries"),
     ("retention", "opsctl.commands.retention"),
     ("resources", "opsctl.commands.resources"),
+    ("explain", "opsctl.commands.explain"),
+    ("db", "opsctl.commands.db"),
+    ("vacuum", "opsctl.commands.vacuum"),
 ]
 
 

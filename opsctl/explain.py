@@ -1,0 +1,190 @@
+"""Run EXPLAIN safely on any database URL (SQLAlchemy, no Django) and gather the planner
+statistics the advisor needs.
+
+Safety: one statement only; the transaction is READ ONLY on PostgreSQL (``PRAGMA query_only``
+on SQLite), has a statement timeout, and is always rolled back. ``--analyze`` (which
+executes) is allowed only for a single SELECT / WITH ... SELECT.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from opsctl.plan_advice import ColumnStats, Finding, TableInfo, advise
+from opsctl.plan_model import PlanNode, from_postgres, from_sqlite
+from opsctl.sqlsafety import Refused, check_analyze, check_plain, single_statement
+
+
+class DatabaseUnavailable(Exception):
+    pass
+
+
+@dataclass
+class ExplainResult:
+    vendor: str
+    sql: str
+    analyzed: bool
+    raw_plan: object
+    root: PlanNode
+    findings: list[Finding] = field(default_factory=list)
+
+
+def engine_for(url: str):
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import ArgumentError
+
+    from backend.config import absolute_sqlite_url, mask_url
+
+    if url.startswith("postgresql://"):
+        url = url.replace("postgresql://", "postgresql+psycopg://", 1)
+    elif url.startswith("postgres://"):
+        url = url.replace("postgres://", "postgresql+psycopg://", 1)
+    url = absolute_sqlite_url(url)
+    try:
+        args = {"connect_timeout": 5} if url.startswith("postgresql") else {}
+        return create_engine(url, connect_args=args, poolclass=None)
+    except (ArgumentError, ImportError, ValueError) as exc:
+        raise DatabaseUnavailable(f"bad database URL {mask_url(url)}: {exc}") from None
+
+
+def connect(engine):
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from backend.config import mask_url
+
+    try:
+        return engine.connect()
+    except SQLAlchemyError as exc:
+        first = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+        raise DatabaseUnavailable(
+            f"cannot reach {mask_url(engine.url.render_as_string(hide_password=True))}: {first}"
+        ) from None
+
+
+def _pg_tables(conn, relations: set[str]) -> dict[str, TableInfo]:
+    from sqlalchemy import text
+
+    tables = {}
+    for rel in relations:
+        row = conn.execute(
+            text("SELECT reltuples FROM pg_class WHERE relname = :r AND relkind = 'r'"), {"r": rel}
+        ).first()
+        if row is None:
+            continue
+        info = TableInfo(rows=max(float(row[0]), 0.0))
+        for name, nd in conn.execute(
+            text("SELECT a.attname, s.n_distinct FROM pg_attribute a "
+                 "JOIN pg_class c ON c.oid = a.attrelid "
+                 "LEFT JOIN pg_stats s ON s.tablename = c.relname AND s.attname = a.attname "
+                 "WHERE c.relname = :r AND a.attnum > 0 AND NOT a.attisdropped"), {"r": rel},
+        ):  # fmt: skip
+            info.columns[name] = ColumnStats(None if nd is None else float(nd))
+        for idx, cols in conn.execute(
+            text("SELECT i.relname, array_agg(a.attname ORDER BY k.ord) FROM pg_index x "
+                 "JOIN pg_class t ON t.oid = x.indrelid JOIN pg_class i ON i.oid = x.indexrelid "
+                 "CROSS JOIN LATERAL unnest(x.indkey) WITH ORDINALITY AS k(attnum, ord) "
+                 "JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum "
+                 "WHERE t.relname = :r AND x.indisvalid GROUP BY i.relname"), {"r": rel},
+        ):  # fmt: skip
+            info.indexes[idx] = list(cols)
+        tables[rel] = info
+    return tables
+
+
+def _sqlite_tables(conn, relations: set[str]) -> dict[str, TableInfo]:
+    from sqlalchemy import text
+
+    tables = {}
+    known = {r[0] for r in conn.execute(text("SELECT name FROM sqlite_master WHERE type='table'"))}
+    for rel in relations & known:
+        q = rel.replace('"', '""')
+        info = TableInfo(rows=float(conn.execute(text(f'SELECT COUNT(*) FROM "{q}"')).scalar()))
+        for row in conn.execute(text(f'PRAGMA table_info("{q}")')):
+            info.columns[row[1]] = ColumnStats()
+        for row in conn.execute(text(f'PRAGMA index_list("{q}")')):
+            name = row[1]
+            cols = [r[2] for r in conn.execute(text(f'PRAGMA index_info("{name}")'))]
+            info.indexes[name] = cols
+        tables[rel] = info
+    return tables
+
+
+def explain(
+    database_url: str,
+    sql: str,
+    params: list | dict | None = None,
+    analyze: bool = False,
+    buffers: bool = False,
+    timeout_s: float = 10.0,
+) -> ExplainResult:
+    statement = single_statement(sql)
+    if analyze:
+        check_analyze(statement)
+    else:
+        check_plain(statement)
+    engine = engine_for(database_url)
+    try:
+        conn = connect(engine)
+        try:
+            vendor = conn.dialect.name
+            raw_conn = conn.connection.driver_connection
+            if vendor == "postgresql":
+                result = _explain_pg(raw_conn, statement, params, analyze, buffers, timeout_s)
+            elif vendor == "sqlite":
+                result = _explain_sqlite(raw_conn, statement, params, timeout_s)
+            else:
+                raise Refused(f"EXPLAIN on {vendor} is not supported")
+            relations = {n.relation for n in result.root.walk() if n.relation}
+            tables = (_pg_tables if vendor == "postgresql" else _sqlite_tables)(conn, relations)
+            result.findings = advise(result.root, tables, vendor, statement)
+            return result
+        finally:
+            conn.rollback()
+            conn.close()
+    finally:
+        engine.dispose()
+
+
+def _explain_pg(raw, sql, params, analyze, buffers, timeout_s) -> ExplainResult:
+    import psycopg
+
+    options = ["FORMAT JSON"]
+    if analyze:
+        options.append("ANALYZE")
+    if buffers:
+        options.append("BUFFERS")
+    with raw.cursor() as cur:
+        try:
+            cur.execute("SET TRANSACTION READ ONLY")
+            cur.execute(f"SET LOCAL statement_timeout = {int(timeout_s * 1000)}")
+            cur.execute(f"EXPLAIN ({', '.join(options)}) {sql}", params or None)
+            plan = cur.fetchone()[0]
+        except psycopg.errors.QueryCanceled:
+            raise Refused(
+                f"EXPLAIN took longer than the {timeout_s:g}s statement timeout"
+            ) from None
+        except psycopg.Error as exc:
+            raise Refused(
+                f"PostgreSQL refused the statement: {str(exc).strip().splitlines()[0]}"
+            ) from None
+        finally:
+            raw.rollback()
+    if isinstance(plan, str):
+        plan = json.loads(plan)
+    return ExplainResult("postgresql", sql, analyze, plan, from_postgres(plan))
+
+
+def _explain_sqlite(raw, sql, params, timeout_s) -> ExplainResult:
+    import sqlite3
+
+    raw.execute("PRAGMA query_only = ON")
+    try:
+        text_sql = sql.replace("%s", "?")
+        rows = raw.execute(f"EXPLAIN QUERY PLAN {text_sql}", params or ()).fetchall()
+    except sqlite3.Error as exc:
+        raise Refused(f"SQLite refused the statement: {exc}") from None
+    finally:
+        raw.execute("PRAGMA query_only = OFF")
+    raw_plan = [{"id": r[0], "parent": r[1], "detail": r[3]} for r in rows]
+    return ExplainResult("sqlite", sql, False, raw_plan, from_sqlite(rows))

@@ -221,9 +221,11 @@ def setup(
             "exam.db.n_plus_one", unit="{request}",
             description="Requests that ran one statement shape more than the N+1 threshold",
         )  # fmt: skip
+        from backend.ops import job_metrics
         from backend.ops.resources import register_gauges
 
         register_gauges(meter)
+        job_metrics.register(meter)
         _instruments["tracer"] = tracer_provider.get_tracer("backend.ops.telemetry")
         _instruments["providers"] = (tracer_provider, meter_provider)
         _instrument_django(tracer_provider, meter_provider)

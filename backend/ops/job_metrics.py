@@ -1,0 +1,62 @@
+"""Scheduled-job outcomes as OpenTelemetry gauges, so alerts can fire on them:
+``exam.retention.last_success_age`` (s), ``exam.retention.last_run_failed`` (0/1) and
+``exam.calibration.failed_runs`` (failed runs in the last 24 h)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+
+def register(meter) -> None:
+    from opentelemetry.metrics import Observation
+
+    def retention_age(_options):
+        from django.utils import timezone
+
+        from backend.ops.models import RetentionRun
+
+        try:
+            last = (
+                RetentionRun.objects.filter(outcome="ok", dry_run=False)
+                .order_by("-started_at")
+                .first()
+            )
+        except Exception:  # the exporter thread must never die on a database hiccup
+            return
+        if last is not None:
+            yield Observation((timezone.now() - last.started_at).total_seconds())
+
+    def retention_failed(_options):
+        from backend.ops.models import RetentionRun
+
+        try:
+            last = RetentionRun.objects.filter(dry_run=False).order_by("-started_at").first()
+        except Exception:
+            return
+        if last is not None:
+            yield Observation(1 if last.outcome == "failed" else 0)
+
+    def calibration_failed(_options):
+        from django.utils import timezone
+
+        from backend.exams.models import CalibrationRun
+
+        try:
+            since = timezone.now() - dt.timedelta(hours=24)
+            n = CalibrationRun.objects.filter(outcome="failed", started_at__gte=since).count()
+        except Exception:
+            return
+        yield Observation(n)
+
+    meter.create_observable_gauge(
+        "exam.retention.last_success_age", callbacks=[retention_age], unit="s",
+        description="Seconds since the last successful retention run",
+    )  # fmt: skip
+    meter.create_observable_gauge(
+        "exam.retention.last_run_failed", callbacks=[retention_failed], unit="",
+        description="1 when the latest retention run failed",
+    )  # fmt: skip
+    meter.create_observable_gauge(
+        "exam.calibration.failed_runs", callbacks=[calibration_failed], unit="",
+        description="Rasch calibration runs that failed in the last 24 hours",
+    )  # fmt: skip

@@ -27,6 +27,7 @@ test: test-sqlite test-postgres
 
 test-sqlite: $(STAMP)
 	@mkdir -p var
+	@command -v tmux >/dev/null || (apt-get install -y tmux >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y tmux >/dev/null)) || echo "warning: could not install tmux; the terminal test will fail"
 	DATABASE_URL=sqlite:///var/test.sqlite3 $(PY) -m pytest -p no:cacheprovider
 
 test-postgres: $(STAMP)

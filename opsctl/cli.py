@@ -41,6 +41,8 @@ COMMAND_MODULES: list[tuple[str, str]] = [
     ("explain", "opsctl.commands.explain"),
     ("db", "opsctl.commands.db"),
     ("vacuum", "opsctl.commands.vacuum"),
+    ("top", "opsctl.commands.top"),
+    ("loadtest", "opsctl.commands.loadtest"),
 ]
 
 

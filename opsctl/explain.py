@@ -13,7 +13,13 @@ from dataclasses import dataclass, field
 
 from opsctl.plan_advice import ColumnStats, Finding, TableInfo, advise
 from opsctl.plan_model import PlanNode, from_postgres, from_sqlite
-from opsctl.sqlsafety import Refused, check_analyze, check_plain, single_statement
+from opsctl.sqlsafety import (
+    Refused,
+    check_analyze,
+    check_plain,
+    number_placeholders,
+    single_statement,
+)
 
 
 class DatabaseUnavailable(Exception):
@@ -154,11 +160,26 @@ def _explain_pg(raw, sql, params, analyze, buffers, timeout_s) -> ExplainResult:
         options.append("ANALYZE")
     if buffers:
         options.append("BUFFERS")
+    opts = ", ".join(options)
+    values = list(params.values()) if isinstance(params, dict) else list(params or [])
+    numbered, n = number_placeholders(sql)
     with raw.cursor() as cur:
         try:
             cur.execute("SET TRANSACTION READ ONLY")
             cur.execute(f"SET LOCAL statement_timeout = {int(timeout_s * 1000)}")
-            cur.execute(f"EXPLAIN ({', '.join(options)}) {sql}", params or None)
+            # prepare=True: the extended protocol, where the server refuses a second statement
+            # whatever the text looks like (sqlparse and PostgreSQL can disagree on where a
+            # string ends, e.g. 'a\'; COMMIT; DELETE ...'), so nothing can run after COMMIT.
+            if n and not analyze and all(v is None for v in values):
+                # Values unknown (the telemetry never records them): PostgreSQL's generic plan,
+                # which does not depend on the NULL arguments. Binding NULLs into a custom plan
+                # would show "WHERE a = NULL" folded to nothing. (PG 16: EXPLAIN (GENERIC_PLAN).)
+                cur.execute(f"PREPARE opsctl_explain AS {numbered}", prepare=True)
+                cur.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+                nulls = ", ".join(["NULL"] * n)
+                cur.execute(f"EXPLAIN ({opts}) EXECUTE opsctl_explain({nulls})", prepare=True)
+            else:
+                cur.execute(f"EXPLAIN ({opts}) {sql}", params or None, prepare=True)
             plan = cur.fetchone()[0]
         except psycopg.errors.QueryCanceled:
             raise Refused(

@@ -18,6 +18,9 @@ def setup_django(database_url: str | None = None) -> None:
         return
     if database_url:
         os.environ["DATABASE_URL"] = database_url
+    # A pool is for the server's request threads; a CLI (and the console's short-lived worker
+    # threads) is better served by plain connections that close when done.
+    os.environ.setdefault("DB_POOL", "0")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.settings")
     import django
 

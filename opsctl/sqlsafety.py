@@ -56,3 +56,23 @@ def check_plain(sql: str) -> None:
     first = words[0] if words else ""
     if first not in {"SELECT", "WITH", "INSERT", "UPDATE", "DELETE", "VALUES", "TABLE", "MERGE"}:
         raise Refused(f"EXPLAIN takes a query or a DML statement, not {first or 'this'}")
+
+
+def number_placeholders(sql: str) -> tuple[str, int]:
+    """The statement with ``%s`` / ``?`` placeholders numbered ``$1``, ``$2``... (``$n`` kept),
+    the form PREPARE takes, and how many parameters it has. A Django statement doubles a
+    literal ``%`` when it has placeholders; PREPARE takes it single."""
+    tokens = list(sqlparse.parse(sql)[0].flatten()) if sql.strip() else []
+    positional = any(t.ttype is T.Name.Placeholder and t.value == "%s" for t in tokens)
+    out, count, highest = [], 0, 0
+    for tok in tokens:
+        if tok.ttype is T.Name.Placeholder and tok.value in ("%s", "?"):
+            count += 1
+            highest = max(highest, count)
+            out.append(f"${count}")
+        elif tok.ttype is T.Name.Placeholder and tok.value[1:].isdigit():
+            highest = max(highest, int(tok.value[1:]))
+            out.append(tok.value)
+        else:
+            out.append(tok.value.replace("%%", "%") if positional else tok.value)
+    return "".join(out), highest

@@ -13,7 +13,12 @@ def live_gunicorn(transactional_db, tmp_path):
     # Workers open their own connections; ours must not hold locks they wait on.
     for conn in connections.all():
         conn.close()
-    server = GunicornServer(django_database_url(), log_path=tmp_path / "gunicorn.log")
+    # The workers' telemetry goes to the test's own directory, not the repository's var/.
+    server = GunicornServer(
+        django_database_url(),
+        env={"OPS_TELEMETRY_DIR": str(tmp_path / "telemetry")},
+        log_path=tmp_path / "gunicorn.log",
+    )
     server.start()
     yield server
     server.stop()

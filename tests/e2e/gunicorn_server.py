@@ -86,6 +86,22 @@ class GunicornServer:
             return []
         return [c.pid for c in psutil.Process(self.proc.pid).children()]
 
+    def kill_worker(self) -> int | None:
+        """SIGKILL the oldest worker, as the OOM killer would; returns its pid (None if there
+        is no worker right now). The master notices and forks a replacement."""
+        import psutil
+
+        if not self.proc:
+            return None
+        workers = sorted(psutil.Process(self.proc.pid).children(), key=lambda p: p.create_time())
+        if not workers:
+            return None
+        try:
+            workers[0].send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            return None
+        return workers[0].pid
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)

@@ -1,0 +1,720 @@
+"""`opsctl loadtest`: an exam-day rehearsal against a running backend.
+
+Simulated students arrive at a fixed rate (an open model: arrivals never wait for the server),
+start a session, auto-save answers with increasing ``seq`` at think-time intervals and submit
+at the end. Every latency is measured from the moment the request was *scheduled*, not from
+when the student got round to sending it, so a slow server cannot hide its queue behind a
+generator that politely waits (coordinated omission). Network errors and 5xx are retried with
+exponential backoff and jitter, as a real exam client does.
+
+Afterwards a verification pass reads back every session and counts acknowledged saves whose
+value is not the stored one: ``lost`` must be 0.
+
+The pure parts (duration parsing, arrival plan, backoff, percentiles, the lost-save check) are
+plain functions at the top; the asyncio engine uses aiohttp; provisioning (students and tokens
+through the backend's seeding function) imports Django only when it is needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+import re
+import resource
+import secrets
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ENDPOINTS = ("start", "save", "submit")
+MAX_LOST_EXAMPLES = 10
+# The share of --duration over which students arrive when --rate is not given; the rest of
+# the run is every student's time in the exam, so all of them save for the same length.
+DEFAULT_ARRIVAL_SHARE = 0.25
+
+
+class LoadtestError(Exception):
+    """A problem with the parameters or the target that the operator must fix."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure helpers
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """``"60s"``, ``"2m"``, ``"1m30s"``, ``"500ms"`` or a bare number of seconds -> seconds."""
+    raw = text.strip().lower()
+    try:
+        value = float(raw)
+    except ValueError:
+        pos, value = 0, 0.0
+        for m in _DURATION_PART.finditer(raw):
+            if m.start() != pos:
+                break
+            value += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+            pos = m.end()
+        if pos != len(raw) or not raw:
+            raise LoadtestError(
+                f"bad duration {text!r}: use e.g. 60s, 2m, 1m30s, 500ms or seconds"
+            ) from None
+    if not math.isfinite(value) or value <= 0:
+        raise LoadtestError(f"bad duration {text!r}: must be positive")
+    return value
+
+
+@dataclass(frozen=True)
+class ArrivalPlan:
+    """When each student arrives (offsets in seconds) and how long each stays."""
+
+    rate: float
+    arrivals: tuple[float, ...]
+    stay: float
+
+
+def plan_arrivals(students: int, duration: float, rate: float | None, think: float) -> ArrivalPlan:
+    """Student ``i`` arrives at ``i / rate`` and stays ``duration - students / rate`` seconds.
+
+    Everyone stays equally long so submits arrive at the same fixed rate as starts, instead of
+    one stampede at the end of the run.
+    """
+    if students < 1:
+        raise LoadtestError("--students must be at least 1")
+    if think <= 0:
+        raise LoadtestError("--think must be positive")
+    if rate is None:
+        rate = students / (duration * DEFAULT_ARRIVAL_SHARE)
+    if rate <= 0 or not math.isfinite(rate):
+        raise LoadtestError("--rate must be a positive number of students per second")
+    window = (students - 1) / rate
+    stay = duration - window
+    if stay < think:
+        raise LoadtestError(
+            f"{students} students arriving at {rate:g}/s take {window:.1f}s to arrive, which "
+            f"leaves less than one think time ({think:g}s) of exam in a {duration:g}s run: "
+            "raise --rate or --duration"
+        )
+    return ArrivalPlan(rate, tuple(i / rate for i in range(students)), stay)
+
+
+def backoff_delay(attempt: int, rng: random.Random, base: float = 0.05, cap: float = 2.0) -> float:
+    """Exponential backoff with "equal jitter": half the step fixed, half random, so retrying
+    clients spread out after an outage without any of them retrying at once."""
+    step = min(cap, base * (2**attempt))
+    return step / 2 + rng.uniform(0, step / 2)
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending sequence (0.0 when empty)."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, math.ceil(q / 100.0 * len(sorted_values)))
+    return float(sorted_values[min(rank, len(sorted_values)) - 1])
+
+
+AnswerKeyT = tuple[int, int, str]  # (session_id, question, part)
+
+
+def value_for(tag: str, seq: int) -> str:
+    """The answer text a simulated save sends: unique per run and seq, so a stored value
+    says which save it came from."""
+    return f"{tag}-{seq}"
+
+
+def seq_of(tag: str, value: str | None) -> int | None:
+    prefix = f"{tag}-"
+    if value is None or not value.startswith(prefix):
+        return None
+    try:
+        return int(value[len(prefix) :])
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class LostSave:
+    session_id: int
+    question: int
+    part: str
+    acked_seq: int
+    stored_seq: int | None
+
+
+def find_lost(
+    tag: str,
+    acked: dict[AnswerKeyT, int],
+    stored: dict[AnswerKeyT, str | None],
+) -> list[LostSave]:
+    """Acknowledged saves whose value is not what the server stores.
+
+    ``acked`` maps each (session, question, part) to the highest seq the server acknowledged
+    with ``saved``. The stored value must come from that seq or from a later save of this run
+    (one whose acknowledgement was lost on the way back and so never counted as acked).
+    """
+    lost = []
+    for key, seq in acked.items():
+        stored_seq = seq_of(tag, stored.get(key))
+        if stored_seq is None or stored_seq < seq:
+            lost.append(LostSave(key[0], key[1], key[2], seq, stored_seq))
+    return lost
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+
+@dataclass
+class EndpointStats:
+    endpoint: str
+    requests: int  # logical requests that got a final answer (after retries)
+    rps: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+    statuses: dict[str, int]  # every attempt's HTTP status, e.g. {"200": 950, "503": 3}
+    transport_errors: dict[str, int]  # every attempt's network error, by exception name
+    retries: int
+    failed: int  # gave up: retries exhausted, or the run's time ran out
+    client_errors: int  # final 4xx answers (a healthy run has none)
+
+
+@dataclass
+class Verification:
+    sessions: int  # sessions the run started
+    verified: int  # sessions read back
+    unverified: int  # sessions that could not be read back (their saves are not checked)
+    acked_saves: int  # saves the server acknowledged with "saved"
+    answers_checked: int  # (session, question, part) with at least one acknowledged save
+    lost: int
+    lost_examples: list[LostSave] = field(default_factory=list)
+
+
+@dataclass
+class GeneratorStats:
+    cpu_seconds: float
+    cpu_percent: float  # of one core; the asyncio loop can use at most one
+    schedule_lag_p99_ms: float  # how late the generator itself woke up for a request
+    max_connections: int
+
+
+@dataclass
+class LoadtestReport:
+    url: str
+    exam_id: int
+    students: int
+    duration_s: float
+    rate: float
+    think_s: float
+    seconds: float  # wall time of the load phase
+    requests: int
+    rps: float
+    retries: int
+    failed: int
+    client_errors: int
+    stale: int  # saves answered "stale" (a higher seq was already stored)
+    endpoints: list[EndpointStats]
+    generator: GeneratorStats
+    verification: Verification
+    error_samples: dict[str, str]  # first body seen per error status, e.g. {"503": "{...}"}
+    provisioned: bool  # students were created for this run (not read from a tokens file)
+
+    @property
+    def exit_code(self) -> int:
+        """0 OK; 1 requests failed after retries, were refused (4xx) or sessions could not be
+        read back; 2 an acknowledged save was lost."""
+        if self.verification.lost:
+            return 2
+        if self.failed or self.client_errors or self.verification.unverified:
+            return 1
+        return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Target: who logs in, which exam, which questions
+
+
+@dataclass
+class Target:
+    exam_id: int
+    questions: list[tuple[int, str]]
+    tokens: list[str]
+    provisioned: bool = False
+
+
+def read_tokens_file(path: Path) -> tuple[list[str], int | None, list[tuple[int, str]] | None]:
+    """A JSON document ``{"tokens": [...], "exam_id": n, "questions": [[q, part], ...]}``
+    (exam and questions optional) or plain text with one token per line (``#`` comments)."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise LoadtestError(f"cannot read tokens file {path}: {exc.strerror}") from None
+    if text.lstrip().startswith("{"):
+        try:
+            doc = json.loads(text)
+            tokens = [str(t) for t in doc["tokens"]]
+            exam_id = int(doc["exam_id"]) if doc.get("exam_id") is not None else None
+            questions = (
+                [(int(q), str(p)) for q, p in doc["questions"]] if doc.get("questions") else None
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise LoadtestError(f"tokens file {path} is not valid: {exc}") from None
+        return tokens, exam_id, questions
+    tokens = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    return tokens, None, None
+
+
+def _open_exam_id(duration: float) -> int:
+    """The exam open now with the most time left, which must outlast the run."""
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from backend.exams.models import Exam
+
+    now = timezone.now()
+    exam = Exam.objects.filter(starts_at__lte=now, ends_at__gt=now).order_by("-ends_at").first()
+    if exam is None:
+        raise LoadtestError("no exam is open now: pass --exam ID or seed one (`opsctl demo seed`)")
+    if exam.ends_at < now + dt.timedelta(seconds=duration + 60):
+        raise LoadtestError(f"the open exam {exam.id} closes before the run would end")
+    return exam.id
+
+
+def _exam_questions(exam_id: int, duration: float) -> list[tuple[int, str]]:
+    from backend.exams import answer_keys
+    from backend.exams.models import Exam
+
+    exam = Exam.objects.filter(pk=exam_id).first()
+    if exam is None:
+        raise LoadtestError(f"no exam {exam_id} in the database")
+    if exam.duration_min * 60 < duration + 30:
+        raise LoadtestError(
+            f"exam {exam_id} lasts {exam.duration_min} min, shorter than the run: sessions "
+            "would time out"
+        )
+    questions = sorted(answer_keys.answer_key(exam_id))
+    if not questions:
+        raise LoadtestError(f"exam {exam_id} has no answer key, so no question to answer")
+    return questions
+
+
+def provision(
+    students: int, exam_id: int | None, duration: float, database_url: str | None = None
+) -> Target:
+    """Create ``students`` students through the backend's seeding function (Django, against
+    DATABASE_URL: it must be the database the server under test uses)."""
+    from opsctl.service import setup_django
+
+    setup_django(database_url)
+    from django.db import DatabaseError
+
+    from backend.exams.seed import create_students
+
+    try:
+        exam_id = exam_id or _open_exam_id(duration)
+        questions = _exam_questions(exam_id, duration)
+        people = create_students(students, prefix="loadtest")
+    except DatabaseError as exc:
+        raise LoadtestError(f"provisioning students failed: {_first_line(exc)}") from None
+    return Target(exam_id, questions, [tok for _, _, tok in people], provisioned=True)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def resolve_target(
+    students: int,
+    duration: float,
+    exam_id: int | None,
+    tokens_file: Path | None,
+    database_url: str | None = None,
+) -> Target:
+    if tokens_file is None:
+        return provision(students, exam_id, duration, database_url)
+    tokens, file_exam, questions = read_tokens_file(tokens_file)
+    if len(tokens) < students:
+        raise LoadtestError(f"tokens file has {len(tokens)} tokens; --students asks for {students}")
+    exam_id = exam_id or file_exam
+    if exam_id is None or questions is None:
+        # A plain token list: the exam and its questions come from the database.
+        from opsctl.service import setup_django
+
+        setup_django(database_url)
+        from django.db import DatabaseError
+
+        try:
+            exam_id = exam_id or _open_exam_id(duration)
+            questions = _exam_questions(exam_id, duration)
+        except DatabaseError as exc:
+            raise LoadtestError(f"reading exam questions failed: {_first_line(exc)}") from None
+    return Target(exam_id, questions, tokens[:students])
+
+
+# ---------------------------------------------------------------------------------------------
+# The engine
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.latency: dict[str, list[float]] = defaultdict(list)
+        self.statuses: dict[str, Counter] = defaultdict(Counter)
+        self.transport: dict[str, Counter] = defaultdict(Counter)
+        self.retries: Counter = Counter()
+        self.failed: Counter = Counter()
+        self.lag: list[float] = []
+        self.error_samples: dict[str, str] = {}
+        self.client_errors: Counter = Counter()
+        self.stale = 0
+        self.acked = 0
+
+
+@dataclass
+class _Session:
+    session_id: int
+    token: str
+
+
+@dataclass
+class _Answer:
+    status: int
+    text: str
+
+    def json(self) -> dict:
+        return json.loads(self.text)
+
+
+class _Engine:
+    def __init__(
+        self,
+        url: str,
+        target: Target,
+        plan: ArrivalPlan,
+        think: float,
+        seed: int | None,
+        request_timeout: float,
+        max_attempts: int,
+        max_connections: int,
+        drain: float,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.target = target
+        self.plan = plan
+        self.think = think
+        self.rng = random.Random(seed)
+        self.tag = secrets.token_hex(3)
+        # Seqs start from the wall clock so a rerun with the same tokens outranks older saves.
+        self.seq_base = int(time.time() * 1000) * 1000
+        self.request_timeout = request_timeout
+        self.max_attempts = max_attempts
+        self.max_connections = max_connections
+        self.drain = drain
+        self.rec = _Recorder()
+        self.sessions: list[_Session] = []
+        self.acked: dict[AnswerKeyT, int] = {}
+        self.stop_at = 0.0
+
+    async def _call(
+        self, client, endpoint: str, method: str, path: str, token: str, body, intended: float
+    ) -> _Answer | None:
+        """One logical request with retries; the latency runs from ``intended``."""
+        import aiohttp
+
+        headers = {"Authorization": f"Bearer {token}"}
+        attempt = 0
+        while True:
+            try:
+                async with client.request(
+                    method, self.url + path, headers=headers, json=body
+                ) as resp:
+                    code, text = resp.status, await resp.text()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                self.rec.transport[endpoint][type(exc).__name__] += 1
+            else:
+                self.rec.statuses[endpoint][str(code)] += 1
+                if code < 500:
+                    self.rec.latency[endpoint].append((time.monotonic() - intended) * 1000)
+                    if code >= 400:
+                        self.rec.client_errors[endpoint] += 1
+                        self.rec.error_samples.setdefault(str(code), text[:300])
+                    return _Answer(code, text)
+                self.rec.error_samples.setdefault(str(code), text[:300])
+            attempt += 1
+            delay = backoff_delay(attempt - 1, self.rng)
+            if attempt >= self.max_attempts or time.monotonic() + delay > self.stop_at:
+                self.rec.failed[endpoint] += 1
+                return None
+            self.rec.retries[endpoint] += 1
+            await asyncio.sleep(delay)
+
+    async def _sleep_until(self, when: float, busy_until: float) -> None:
+        now = time.monotonic()
+        if when > now:
+            await asyncio.sleep(when - now)
+        if when >= busy_until:
+            # The student was idle at the scheduled time: any lateness is the generator's own.
+            self.rec.lag.append(max(0.0, time.monotonic() - when) * 1000)
+
+    async def _student(self, client, index: int, t0: float) -> None:
+        token = self.target.tokens[index]
+        rng = random.Random(self.rng.random())
+        arrive = t0 + self.plan.arrivals[index]
+        leave = arrive + self.plan.stay
+        await self._sleep_until(arrive, 0.0)
+        resp = await self._call(
+            client,
+            "start",
+            "POST",
+            f"/api/exams/{self.target.exam_id}/sessions/",
+            token,
+            None,
+            arrive,
+        )
+        if resp is None or resp.status not in (200, 201):
+            return
+        data = resp.json()
+        session_id = int(data["session_id"])
+        self.sessions.append(_Session(session_id, token))
+        if data.get("status", "in_progress") != "in_progress":
+            return
+        seq = self.seq_base
+        when = arrive + rng.uniform(0.2, 1.0) * self.think
+        busy_until = time.monotonic()
+        while when < leave:
+            await self._sleep_until(when, busy_until)
+            question, part = rng.choice(self.target.questions)
+            seq += 1
+            resp = await self._call(
+                client,
+                "save",
+                "POST",
+                f"/api/sessions/{session_id}/answers/",
+                token,
+                {
+                    "question": question,
+                    "part": part,
+                    "answer": value_for(self.tag, seq),
+                    "seq": seq,
+                },
+                when,
+            )
+            busy_until = time.monotonic()
+            if resp is not None and resp.status == 200:
+                body = resp.json()
+                if body.get("status") == "saved" and body.get("seq") == seq:
+                    key = (session_id, question, part)
+                    self.acked[key] = max(self.acked.get(key, 0), seq)
+                    self.rec.acked += 1
+                else:
+                    self.rec.stale += 1
+            elif resp is not None and resp.status in (409, 410):
+                break  # the session is over (submitted or timed out): nothing more to save
+            when += self.think * rng.uniform(0.5, 1.5)
+        await self._sleep_until(leave, busy_until)
+        await self._call(
+            client, "submit", "POST", f"/api/sessions/{session_id}/submit/", token, None, leave
+        )
+
+    async def _read_back(self, client, sess: _Session) -> dict[AnswerKeyT, str | None] | None:
+        path = f"/api/sessions/{sess.session_id}/results/"
+        for _ in range(2):
+            resp = await self._call(
+                client, "verify", "GET", path, sess.token, None, time.monotonic()
+            )
+            if resp is None:
+                return None
+            if resp.status == 200:
+                return {
+                    (sess.session_id, int(q["question"]), q["part"]): q["answer"]
+                    for q in resp.json()["questions"]
+                }
+            if resp.status != 409:
+                return None
+            # Still in progress: its submit never got through; submit it now, then read.
+            await self._call(
+                client,
+                "verify",
+                "POST",
+                f"/api/sessions/{sess.session_id}/submit/",
+                sess.token,
+                None,
+                time.monotonic(),
+            )
+        return None
+
+    async def run(self, verify_concurrency: int = 16) -> tuple[float, float, Verification]:
+        # aiohttp rather than httpx: on this class of machine httpx costs ~2.5 ms of CPU per
+        # request against aiohttp's ~0.45 ms, and a generator sharing two cores with the
+        # server must not become the bottleneck it is trying to measure.
+        import aiohttp
+
+        connector = aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0)
+        async with aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=self.request_timeout),
+            trust_env=False,  # loopback tests must never go through an environment proxy
+        ) as client:
+            cpu0 = _cpu_seconds()
+            t0 = time.monotonic() + 0.05
+            self.stop_at = t0 + self.plan.arrivals[-1] + self.plan.stay + self.drain
+            tasks = [
+                asyncio.create_task(self._student(client, i, t0))
+                for i in range(len(self.plan.arrivals))
+            ]
+            done, pending = await asyncio.wait(tasks, timeout=self.stop_at - time.monotonic())
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+                self.rec.failed["unfinished_students"] += len(pending)
+            for task in done:
+                if task.exception() is not None:
+                    # An answer the engine could not understand (say, HTML from a proxy):
+                    # that student stops, and the run must not pass as clean.
+                    self.rec.failed["crashed_students"] += 1
+                    self.rec.error_samples.setdefault("exception", repr(task.exception())[:300])
+            load_seconds = time.monotonic() - t0
+            cpu = _cpu_seconds() - cpu0
+
+            # Verification gets its own time budget; retries stop at its end.
+            self.stop_at = time.monotonic() + max(30.0, 0.05 * len(self.sessions))
+            sem = asyncio.Semaphore(verify_concurrency)
+
+            async def guarded(sess: _Session):
+                async with sem:
+                    return await self._read_back(client, sess)
+
+            results = await asyncio.gather(
+                *(guarded(s) for s in self.sessions), return_exceptions=True
+            )
+        stored: dict[AnswerKeyT, str | None] = {}
+        verified_ids = set()
+        for sess, got in zip(self.sessions, results, strict=True):
+            if isinstance(got, dict):
+                stored.update(got)
+                verified_ids.add(sess.session_id)
+        checkable = {k: s for k, s in self.acked.items() if k[0] in verified_ids}
+        lost = find_lost(self.tag, checkable, stored)
+        verification = Verification(
+            sessions=len(self.sessions),
+            verified=len(verified_ids),
+            unverified=len(self.sessions) - len(verified_ids),
+            acked_saves=self.rec.acked,
+            answers_checked=len(checkable),
+            lost=len(lost),
+            lost_examples=lost[:MAX_LOST_EXAMPLES],
+        )
+        return load_seconds, cpu, verification
+
+
+def _cpu_seconds() -> float:
+    # The whole generator process (event loop plus any resolver threads).
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_load(
+    url: str,
+    target: Target,
+    duration: float,
+    rate: float | None = None,
+    think: float = 2.0,
+    *,
+    seed: int | None = None,
+    request_timeout: float = 10.0,
+    max_attempts: int = 10,
+    max_connections: int = 64,
+    drain: float = 30.0,
+) -> LoadtestReport:
+    """Run the load against ``url`` with ``target``'s students and verify every session."""
+    plan = plan_arrivals(len(target.tokens), duration, rate, think)
+    # Students share a pool of connections, as they do behind a reverse proxy's upstream
+    # keep-alive pool; one connection per student costs gthread workers dearly (measured:
+    # save p99 320 ms with 256 connections against 130-150 ms with 32-64 at 190 req/s).
+    conns = max(1, min(len(target.tokens), max_connections))
+    engine = _Engine(url, target, plan, think, seed, request_timeout, max_attempts, conns, drain)
+    load_seconds, cpu, verification = asyncio.run(engine.run())
+    rec = engine.rec
+    stats = []
+    for name in (*ENDPOINTS, "verify"):
+        lat = sorted(rec.latency.get(name, []))
+        stats.append(
+            EndpointStats(
+                endpoint=name,
+                requests=len(lat),
+                rps=round(len(lat) / load_seconds, 1) if name != "verify" else 0.0,
+                p50_ms=round(percentile(lat, 50), 2),
+                p95_ms=round(percentile(lat, 95), 2),
+                p99_ms=round(percentile(lat, 99), 2),
+                max_ms=round(lat[-1], 2) if lat else 0.0,
+                statuses=dict(sorted(rec.statuses[name].items())),
+                transport_errors=dict(sorted(rec.transport[name].items())),
+                retries=rec.retries[name],
+                failed=rec.failed[name],
+                client_errors=rec.client_errors[name],
+            )
+        )
+    load_stats = [s for s in stats if s.endpoint in ENDPOINTS]
+    requests = sum(s.requests for s in load_stats)
+    return LoadtestReport(
+        url=url,
+        exam_id=target.exam_id,
+        students=len(target.tokens),
+        duration_s=duration,
+        rate=round(plan.rate, 3),
+        think_s=think,
+        seconds=round(load_seconds, 2),
+        requests=requests,
+        rps=round(requests / load_seconds, 1),
+        retries=sum(s.retries for s in load_stats),
+        failed=sum(s.failed for s in load_stats)
+        + rec.failed["unfinished_students"]
+        + rec.failed["crashed_students"],
+        client_errors=sum(s.client_errors for s in load_stats),
+        stale=rec.stale,
+        endpoints=stats,
+        generator=GeneratorStats(
+            cpu_seconds=round(cpu, 2),
+            cpu_percent=round(100 * cpu / load_seconds, 1),
+            schedule_lag_p99_ms=round(percentile(sorted(rec.lag), 99), 2),
+            max_connections=conns,
+        ),
+        verification=verification,
+        error_samples=rec.error_samples,
+        provisioned=target.provisioned,
+    )
+
+
+def loadtest(
+    url: str,
+    students: int,
+    duration: str | float,
+    rate: float | None = None,
+    think: str | float = 2.0,
+    exam_id: int | None = None,
+    tokens_file: Path | None = None,
+    database_url: str | None = None,
+    seed: int | None = None,
+    connections: int = 64,
+    progress: Callable[[str], None] | None = None,
+) -> LoadtestReport:
+    """The one service function behind `opsctl loadtest`: resolve students (provision them or
+    read a tokens file), run the load, verify, report."""
+    if not url.startswith(("http://", "https://")):
+        raise LoadtestError(f"URL must start with http:// or https://, got {url!r}")
+    duration_s = parse_duration(duration) if isinstance(duration, str) else float(duration)
+    think_s = parse_duration(think) if isinstance(think, str) else float(think)
+    plan_arrivals(students, duration_s, rate, think_s)  # fail fast, before provisioning
+    target = resolve_target(students, duration_s, exam_id, tokens_file, database_url)
+    if progress:
+        progress(f"{students} students on exam {target.exam_id}, {duration_s:g}s against {url}")
+    return run_load(url, target, duration_s, rate, think_s, seed=seed, max_connections=connections)

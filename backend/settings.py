@@ -129,10 +129,17 @@ TELEMETRY_N_PLUS_ONE = int(os.environ.get("OPS_N_PLUS_ONE_THRESHOLD", "10"))
 SERVICE_VERSION = "0.1.0"
 
 # Retention (backend/ops/retention.py; policies default to backend/ops/retention_policy.py)
-RETENTION_BATCH_SIZE = int(os.environ.get("RETENTION_BATCH_SIZE", "5000"))
+# Keys per purge batch; unset, 20000 on PostgreSQL (a batch's row locks are on rows no save
+# touches, so a bigger batch costs students nothing) and 2000 on SQLite (a batch holds the
+# single write lock that every save waits for).
+RETENTION_BATCH_SIZE = int(os.environ.get("RETENTION_BATCH_SIZE", "0")) or None
 RETENTION_LOCK_TIMEOUT_MS = int(os.environ.get("RETENTION_LOCK_TIMEOUT_MS", "2000"))
 RETENTION_PAUSE_SECONDS = float(os.environ.get("RETENTION_PAUSE_SECONDS", "0"))
-RETENTION_BUSY_ACTIVE = int(os.environ.get("RETENTION_BUSY_ACTIVE", "20"))
+# The purge goes gently (batches of RETENTION_BUSY_BATCH_SIZE keys, resting as long as each
+# took) while at least RETENTION_BUSY_CLIENTS other connections used the database in the
+# last second (PostgreSQL); at full speed otherwise.
+RETENTION_BUSY_CLIENTS = int(os.environ.get("RETENTION_BUSY_CLIENTS", "1"))
+RETENTION_BUSY_BATCH_SIZE = int(os.environ.get("RETENTION_BUSY_BATCH_SIZE", "2000"))
 RETENTION_OVERDUE_HOURS = float(os.environ.get("RETENTION_OVERDUE_HOURS", "48"))
 
 # Resource alerts (backend/ops/resources.py): percent thresholds, per-probe overrides,

@@ -16,6 +16,10 @@ from collections.abc import Iterator
 from backend import config
 
 
+# Named so that load checks (the retention engine's) can tell a lock holder from traffic.
+LOCK_APPLICATION_NAME = "exam-job-lock"
+
+
 class LockHeld(Exception):
     """Another process holds the job lock."""
 
@@ -42,6 +46,7 @@ def job_lock(name: str) -> Iterator[None]:
             port=s.get("PORT") or None,
             autocommit=True,
             connect_timeout=5,
+            application_name=LOCK_APPLICATION_NAME,
         )
         try:
             got = conn.execute("SELECT pg_try_advisory_lock(%s)", [_key(name)]).fetchone()[0]

@@ -1,10 +1,13 @@
 """The retention engine: batched primary-key purges, recorded runs, status.
 
-Each batch selects up to ``batch_size`` eligible ids and deletes them by id in its own short
-transaction (with a lock timeout on PostgreSQL), so a run killed half-way leaves whole
-batches deleted and the rest for next time. Raw SQL by id, never Django's collect-then-delete
-(which loads every row into Python to send signals and cascade). A global job lock lets the
-same cron entry run on every host while exactly one purges.
+A run first counts a policy's eligible rows and finds their key range in one scan, then
+walks that range in batches of ``batch_size`` consecutive primary keys: each batch is one
+DELETE of the eligible rows in its key range, in its own short transaction (with a lock
+timeout on PostgreSQL), so a run killed half-way leaves whole batches deleted and the rest
+for next time. Keyset batches never rescan what earlier batches deleted, so a purge costs the
+same per row on a journal of any size. Raw SQL, never Django's collect-then-delete (which
+loads every row into Python to send signals and cascade). A global job lock lets the same
+cron entry run on every host while exactly one purges.
 """
 
 from __future__ import annotations
@@ -14,11 +17,12 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from backend import config
@@ -80,40 +84,65 @@ def policies(policy_file: str | None = None) -> list[Policy]:
 # --- what is eligible, per kind ------------------------------------------------------------
 
 
-def _eligible_sql(policy: Policy) -> tuple[str, str]:
-    """(FROM/WHERE clause selecting eligible rows as alias t, the table to delete from)."""
+@dataclass(frozen=True)
+class _Target:
+    """A table policy in SQL: the table (aliased ``t``), its key, and the predicate on ``t``
+    that makes a row eligible (one ``%s``: the cut-off). Written as a single-table predicate
+    (EXISTS for the journal's session guard) so a DELETE can range-scan the table's key."""
+
+    table: str
+    key: str
+    predicate: str
+
+
+def _target(policy: Policy) -> _Target:
     if policy.kind == "answer_journal":
-        return (
-            "exams_answerevent t JOIN exams_examsession s ON s.id = t.session_id "
-            f"WHERE s.status IN ('{SCORED[0]}', '{SCORED[1]}') AND s.submitted_at < %s",
+        return _Target(
             "exams_answerevent",
+            "id",
+            "EXISTS (SELECT 1 FROM exams_examsession s WHERE s.id = t.session_id "
+            f"AND s.status IN ('{SCORED[0]}', '{SCORED[1]}') AND s.submitted_at < %s)",
         )
     if policy.kind == "resolved_alerts":
-        return "ops_resourcealert t WHERE t.resolved_at IS NOT NULL AND t.resolved_at < %s", (
-            "ops_resourcealert"
+        return _Target(
+            "ops_resourcealert", "id", "t.resolved_at IS NOT NULL AND t.resolved_at < %s"
         )
     if policy.kind == "audit_events":
-        return "ops_auditevent t WHERE t.created_at < %s", "ops_auditevent"
+        return _Target("ops_auditevent", "id", "t.created_at < %s")
     if policy.kind == "django_sessions":
-        return "django_session t WHERE t.expire_date < %s", "django_session"
+        return _Target("django_session", "session_key", "t.expire_date < %s")
     raise ValueError(policy.kind)
-
-
-def _id_column(policy: Policy) -> str:
-    return "session_key" if policy.kind == "django_sessions" else "id"
 
 
 def _param(value: dt.datetime):
     return connection.ops.adapt_datetimefield_value(value)
 
 
-def _count(policy: Policy, cutoff: dt.datetime) -> int:
+@dataclass
+class _Span:
+    """The eligible rows at the start of a run: how many, and their lowest and highest key."""
+
+    count: int
+    first: object
+    last: object
+
+
+def _eligible_span(policy: Policy, cutoff: dt.datetime) -> _Span:
+    """Count the eligible rows and find their key range in one scan."""
     if policy.kind == "telemetry_files":
-        return len(_old_files(cutoff))
-    where, _ = _eligible_sql(policy)
+        return _Span(len(_old_files(cutoff)), None, None)
+    tg = _target(policy)
     with connection.cursor() as cur:
-        cur.execute(f"SELECT COUNT(*) FROM {where}", [_param(cutoff)])
-        return cur.fetchone()[0]
+        cur.execute(
+            f"SELECT COUNT(*), MIN(t.{tg.key}), MAX(t.{tg.key}) FROM {tg.table} t "
+            f"WHERE {tg.predicate}",
+            [_param(cutoff)],
+        )
+        return _Span(*cur.fetchone())
+
+
+def _count(policy: Policy, cutoff: dt.datetime) -> int:
+    return _eligible_span(policy, cutoff).count
 
 
 def _oldest(policy: Policy) -> dt.datetime | None:
@@ -153,32 +182,130 @@ def _old_files(cutoff: dt.datetime) -> list[Path]:
 # --- the engine ----------------------------------------------------------------------------
 
 
+def default_batch_size() -> int:
+    return settings.RETENTION_BATCH_SIZE or (20000 if connection.vendor == "postgresql" else 2000)
+
+
 def _busy() -> bool:
-    """Whether the database is busy enough that the purge should yield for a moment."""
+    """Whether students (or anything else) are using the database: another client connection
+    is running a statement or ran one within the last second. The purge then goes gently:
+    small batches with a pause after each, so its WAL never piles up in front of a save's
+    commit. Unknown on SQLite, where every batch is already small."""
+    from backend.ops.locks import LOCK_APPLICATION_NAME
+
     if connection.vendor != "postgresql":
         return False
     with connection.cursor() as cur:
         cur.execute(
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE state = 'active' AND pid <> pg_backend_pid()"
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
+            "AND datname = current_database() AND pid <> pg_backend_pid() "
+            "AND application_name <> %s "
+            "AND (state <> 'idle' OR state_change > clock_timestamp() - interval '1 second')",
+            [LOCK_APPLICATION_NAME],
         )
-        return cur.fetchone()[0] >= settings.RETENTION_BUSY_ACTIVE
+        return cur.fetchone()[0] >= settings.RETENTION_BUSY_CLIENTS
 
 
-def _delete_batch(policy: Policy, cutoff: dt.datetime, batch_size: int) -> int:
-    """One batch in one statement: the ids are chosen and deleted by the server in a single
-    round trip (no id lists through the driver), in its own short transaction."""
-    where, table = _eligible_sql(policy)
-    idcol = _id_column(policy)
-    with transaction.atomic(), connection.cursor() as cur:
-        if connection.vendor == "postgresql":
-            cur.execute(f"SET LOCAL lock_timeout = '{settings.RETENTION_LOCK_TIMEOUT_MS}ms'")
+def _batch_end(tg: _Target, after, span: _Span, batch_size: int):
+    """The key ``batch_size`` keys on from ``after`` (exclusive; None: from the first eligible
+    key), capped at the last eligible key: an index-only walk of the primary key. A batch is a
+    run of consecutive keys, whatever their eligibility, so no batch rescans what earlier
+    batches deleted and a run costs the same per row on a journal of any size."""
+    lower, bound = (f"{tg.key} >= %s", span.first) if after is None else (f"{tg.key} > %s", after)
+    with connection.cursor() as cur:
         cur.execute(
-            f"DELETE FROM {table} WHERE {idcol} IN "
-            f"(SELECT t.{idcol} FROM {where} ORDER BY t.{idcol} LIMIT %s)",
-            [_param(cutoff), batch_size],
+            f"SELECT {tg.key} FROM {tg.table} WHERE {lower} AND {tg.key} <= %s "
+            f"ORDER BY {tg.key} LIMIT 1 OFFSET %s",
+            [bound, span.last, batch_size - 1],
+        )
+        row = cur.fetchone()
+    return row[0] if row else span.last
+
+
+def _delete_batch(policy: Policy, cutoff: dt.datetime, after, upto, span: _Span) -> int:
+    """Delete the eligible rows with keys in (after, upto] (``after`` None: from the first
+    eligible key) in one statement, in its own short transaction: a lock timeout on
+    PostgreSQL, so a purge never queues behind exam traffic."""
+    tg = _target(policy)
+    lower, bound = (
+        (f"t.{tg.key} >= %s", span.first) if after is None else (f"t.{tg.key} > %s", after)
+    )
+    with transaction.atomic(), connection.cursor() as cur:
+        cur.execute(
+            f"DELETE FROM {tg.table} AS t WHERE {lower} AND t.{tg.key} <= %s AND {tg.predicate}",
+            [bound, upto, _param(cutoff)],
         )
         return cur.rowcount
+
+
+def _purge_table(
+    p: Policy,
+    cutoff: dt.datetime,
+    batch_size: int,
+    deadline: float,
+    result: PolicyResult,
+    progress: Callable[[str, int, int], None] | None,
+) -> bool:
+    """Walk the eligible key range batch by batch; False when the budget ran out first."""
+    span = _eligible_span(p, cutoff)
+    result.eligible_before = span.count
+    if not span.count:
+        return True
+    tg = _target(p)
+    after = None
+    busy, next_busy_check = False, 0.0
+    with _batch_settings():
+        while after != span.last:
+            if time.monotonic() > deadline:
+                return False
+            if time.monotonic() >= next_busy_check:
+                busy = _busy()
+                next_busy_check = time.monotonic() + 0.25
+            size = min(batch_size, settings.RETENTION_BUSY_BATCH_SIZE) if busy else batch_size
+            t_batch = time.monotonic()
+            upto = _batch_end(tg, after, span, size)
+            result.deleted += _delete_batch(p, cutoff, after, upto, span)
+            result.batches += 1
+            after = upto
+            if progress:
+                progress(p.name, result.deleted, result.eligible_before)
+            if after == span.last:
+                break
+            # Yield to exam traffic: while the database is busy, or after a slow batch, rest
+            # at least as long as the batch took (so the purge takes at most half the time).
+            took = time.monotonic() - t_batch
+            if settings.RETENTION_PAUSE_SECONDS or busy or took > 0.5:
+                time.sleep(max(settings.RETENTION_PAUSE_SECONDS, min(took, 2)))
+    return True
+
+
+@contextmanager
+def _batch_settings():
+    """PostgreSQL settings for the walk, set once for it rather than once per batch.
+
+    - lock_timeout: a batch gives up on a lock it cannot take in time, so a purge never
+      queues behind exam traffic.
+    - no hash or merge joins: a batch touches ``batch_size`` rows, so checking each against
+      its session by primary key costs O(batch); a hash join would scan every session in the
+      database once per batch, a cost that grows with every exam ever held.
+    """
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with connection.cursor() as cur:
+        cur.execute(f"SET lock_timeout = '{settings.RETENTION_LOCK_TIMEOUT_MS}ms'")
+        cur.execute("SET enable_hashjoin = off")
+        cur.execute("SET enable_mergejoin = off")
+    try:
+        yield
+    finally:
+        try:
+            with connection.cursor() as cur:
+                cur.execute("RESET lock_timeout")
+                cur.execute("RESET enable_hashjoin")
+                cur.execute("RESET enable_mergejoin")
+        except DatabaseError:  # the connection is gone; don't hide why
+            pass
 
 
 def _purge_files(cutoff: dt.datetime, result: PolicyResult, deadline: float) -> bool:
@@ -217,7 +344,7 @@ def run(
             raise ValueError(f"unknown policy {', '.join(sorted(unknown))}; known: "
                              f"{', '.join(p.name for p in chosen)}")  # fmt: skip
         chosen = [p for p in chosen if p.name in only]
-    batch_size = batch_size or settings.RETENTION_BATCH_SIZE
+    batch_size = batch_size or default_batch_size()
     report = RunReport(None, dry_run, "ok", timezone.now(), None)
     if dry_run:
         for p in chosen:
@@ -239,28 +366,17 @@ def run(
                     report.policies.append(result)
                     t0 = time.monotonic()
                     cutoff = p.cutoff(now)
-                    result.eligible_before = _count(p, cutoff)
                     if p.kind == "telemetry_files":
+                        result.eligible_before = _count(p, cutoff)
                         finished = _purge_files(cutoff, result, deadline)
                     else:
-                        finished = True
-                        while True:
-                            if time.monotonic() > deadline:
-                                finished = False
-                                break
-                            t_batch = time.monotonic()
-                            n = _delete_batch(p, cutoff, batch_size)
-                            result.deleted += n
-                            result.batches += 1
-                            if progress:
-                                progress(p.name, result.deleted, result.eligible_before)
-                            if n < batch_size:
-                                break
-                            # Yield to exam traffic: a slow batch or a busy server means wait.
-                            took = time.monotonic() - t_batch
-                            if settings.RETENTION_PAUSE_SECONDS or took > 0.5 or _busy():
-                                time.sleep(max(settings.RETENTION_PAUSE_SECONDS, min(took, 2)))
-                    result.remaining = _count(p, cutoff)
+                        finished = _purge_table(p, cutoff, batch_size, deadline, result, progress)
+                    # The cut-off is fixed for the run and nothing becomes eligible behind it
+                    # (a session scored before the cut-off takes no more saves): a finished
+                    # walk leaves nothing, a stopped one what was eligible less what went.
+                    result.remaining = (
+                        0 if finished else max(result.eligible_before - result.deleted, 0)
+                    )
                     result.seconds = round(time.monotonic() - t0, 3)
                     if not finished:
                         report.outcome = "budget"
@@ -292,7 +408,7 @@ def _vacuum(chosen: list[Policy], report: RunReport) -> list[str]:
     tables = []
     for p, r in zip(chosen, report.policies, strict=False):
         if p.kind != "telemetry_files" and r.deleted:
-            tables.append(_eligible_sql(p)[1])
+            tables.append(_target(p).table)
     with connection.cursor() as cur:
         for table in tables:
             if connection.vendor == "postgresql":

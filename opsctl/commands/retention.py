@@ -63,7 +63,12 @@ def status_cmd(
 def run_cmd(
     dry_run: bool = typer.Option(False, "--dry-run", help="Count what would go; delete nothing."),
     only: list[str] = typer.Option(None, "--only", help="Only this policy (repeatable)."),
-    batch_size: int = typer.Option(None, "--batch-size", min=1, help="Rows per batch (5000)."),
+    batch_size: int = typer.Option(
+        None,
+        "--batch-size",
+        min=1,
+        help="Primary keys per batch (default 20000 on PostgreSQL, 2000 on SQLite).",
+    ),
     max_seconds: float = typer.Option(None, "--max-seconds", min=1, help="Stop at this budget."),
     vacuum: bool = typer.Option(False, "--vacuum", help="VACUUM (ANALYZE) purged tables after."),
     policy_file: str = POLICY_OPT,

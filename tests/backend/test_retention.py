@@ -159,3 +159,71 @@ def test_policy_file_overrides(tmp_path):
     assert policies["answer_journal"].period == dt.timedelta(days=60)
     with pytest.raises(ValueError, match="unknown policy"):
         load_overrides("[policies.nope]\ndays = 1\n", DEFAULTS)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_keyset_batches_skip_ineligible_rows_interleaved_in_key_order():
+    """Journal rows of a scored session and of a live one alternate in key order (as when both
+    sat the same exam): each batch covers a run of consecutive keys and deletes only the
+    eligible rows among them; every eligible row goes, no live row does."""
+    exam = make_exam(opens=dt.timedelta(days=-100), closes=dt.timedelta(days=-99))
+    old = _session(exam, "old2", "submitted", NOW - 40 * DAY)
+    live = _session(exam, "live2", "in_progress", None)
+    AnswerEvent.objects.bulk_create(
+        [AnswerEvent(session=(old, live)[i % 2], question=2, part="", value="v", seq=10 + i)
+         for i in range(20)]
+    )  # fmt: skip
+    keys = sorted(AnswerEvent.objects.values_list("id", flat=True))
+    old_keys = sorted(AnswerEvent.objects.filter(session=old).values_list("id", flat=True))
+    span = keys[keys.index(old_keys[0]) : keys.index(old_keys[-1]) + 1]
+    report = retention.run(now=NOW, batch_size=3, only=["answer_journal"])
+    result = _by_name(report)["answer_journal"]
+    assert result.eligible_before == result.deleted == len(old_keys) == 13
+    assert result.batches == -(-len(span) // 3)  # ceil: consecutive keys, eligible or not
+    assert result.remaining == 0
+    assert not AnswerEvent.objects.filter(session=old).exists()
+    assert AnswerEvent.objects.filter(session=live).count() == 13
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_purge_leaves_the_connection_as_it_found_it(world):
+    from django.db import connection
+
+    with connection.cursor() as cur:
+        cur.execute("SHOW lock_timeout")
+        before = cur.fetchone()[0]
+    retention.run(now=NOW, batch_size=2, only=["answer_journal"])
+    with connection.cursor() as cur:
+        cur.execute("SHOW lock_timeout")
+        assert cur.fetchone()[0] == before
+        cur.execute("SHOW enable_hashjoin")
+        assert cur.fetchone()[0] == "on"
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_busy_database_gets_small_batches(world, settings):
+    """Another connection that just ran a statement makes the database busy; the purge then
+    takes batches of RETENTION_BUSY_BATCH_SIZE keys and rests between them."""
+    import psycopg
+    from django.db import connection
+
+    s = connection.settings_dict
+    where = {"dbname": s["NAME"], "user": s["USER"] or "postgres",
+             "host": s["HOST"] or "127.0.0.1", "port": s["PORT"] or 5432}  # fmt: skip
+    with psycopg.connect(**where) as other:
+        other.execute("SELECT 1")  # and stays in its transaction: busy until it ends
+        assert retention._busy()
+        settings.RETENTION_BUSY_BATCH_SIZE = 2
+        report = retention.run(now=NOW, batch_size=1000, only=["answer_journal"])
+    result = _by_name(report)["answer_journal"]
+    assert result.deleted == 6 and result.batches == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_quiet_database_gets_whole_batches(world, settings):
+    settings.RETENTION_BUSY_CLIENTS = 10_000  # nothing is ever that busy
+    report = retention.run(now=NOW, batch_size=1000, only=["answer_journal"])
+    result = _by_name(report)["answer_journal"]
+    assert result.deleted == 6 and result.batches == 1

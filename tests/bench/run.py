@@ -53,7 +53,8 @@ def run_one(name: str) -> dict:
 
 
 def prepare_database() -> None:
-    """Create (if missing) and migrate the benchmarks' own PostgreSQL database."""
+    """Create afresh and migrate the benchmarks' own PostgreSQL database, so every run
+    starts from the same state (rows left by an earlier run would skew its figures)."""
     url = os.environ.get("DATABASE_URL", "")
     if not url.startswith("postgres"):
         return
@@ -61,9 +62,8 @@ def prepare_database() -> None:
 
     base, _, name = url.rpartition("/")
     with psycopg.connect(f"{base}/postgres", autocommit=True, connect_timeout=5) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
-        if not exists:
-            conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
     subprocess.run(
         [sys.executable, "backend/manage.py", "migrate", "--verbosity", "0"], cwd=ROOT, check=True
     )

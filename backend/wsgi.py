@@ -1,6 +1,7 @@
 """WSGI entry point. Telemetry is set up here, in each worker process (gunicorn imports this
 after forking), before Django loads its middleware so the instrumentation is in place."""
 
+import gc
 import os
 
 import django
@@ -15,3 +16,12 @@ if settings.TELEMETRY_ENABLED:
     telemetry.setup()
 
 application = WSGIHandler()
+if settings.TELEMETRY_ENABLED:
+    application.request_class = telemetry.wsgi_request_class()
+
+# Everything loaded so far (Django, the app, OpenTelemetry) lives as long as the worker: move
+# it out of the cyclic collector's reach, so a full collection walks only what requests
+# allocate. Without this a full collection walks ~80,000 startup objects, and tracing's
+# allocations trigger one every few hundred requests (measured: 60 us per request at 100%
+# sampling, 3 us with the freeze).
+gc.freeze()

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 
 from backend import config
 
-
 # Named so that load checks (the retention engine's) can tell a lock holder from traffic.
 LOCK_APPLICATION_NAME = "exam-job-lock"
 

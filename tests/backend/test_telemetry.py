@@ -58,6 +58,10 @@ def test_saves_are_traced_with_db_spans_and_stats(client, telemetry_dir):
     assert db and all(n.fingerprint and n.sql for n in db)
     assert any("INSERT INTO exams_answer " in n.sql and "%s" in n.sql for n in db)
     assert all(n.depth == 1 for n in db)
+    # Each statement sits inside its request on the waterfall, in the order it ran.
+    root = tree[0]
+    assert all(n.offset_ms >= 0 and n.offset_ms + n.duration_ms <= root.duration_ms for n in db)
+    assert [n.offset_ms for n in db] == sorted(n.offset_ms for n in db)
     # Parameter values are never recorded.
     raw = "".join(p.read_text() for p in telemetry_dir.glob("traces-*"))
     assert token not in raw and '"answer"' not in raw
@@ -71,6 +75,45 @@ def test_saves_are_traced_with_db_spans_and_stats(client, telemetry_dir):
     )
     assert r.exit_code == 0, r.output
     assert SAVE_ROUTE in {row["route"] for row in json.loads(r.stdout)}
+
+
+def _metric_points(directory) -> dict[str, list[dict]]:
+    """Latest data points per metric name from the metrics files: {name: [point, ...]}."""
+    out: dict[str, list[dict]] = {}
+    for file in sorted(directory.glob("metrics-*.jsonl")):
+        for line in file.read_text().splitlines():
+            for rm in json.loads(line).get("resourceMetrics", []):
+                for sm in rm.get("scopeMetrics", []):
+                    for m in sm.get("metrics", []):
+                        body = next(v for k, v in m.items() if isinstance(v, dict))
+                        out[m["name"]] = body.get("dataPoints", [])
+    return out
+
+
+def _attrs(point) -> dict:
+    return {a["key"]: next(iter(a["value"].values())) for a in point.get("attributes", [])}
+
+
+@pytest.mark.django_db
+def test_metrics_carry_route_and_statement_fingerprint(client, telemetry_dir):
+    exam = make_exam()
+    _, token = make_student()
+    sid = client.post(f"/api/exams/{exam.id}/sessions/", **auth(token)).json()["session_id"]
+    for seq in range(1, 4):
+        client.post(
+            f"/api/sessions/{sid}/answers/", {"question": 1, "answer": "x", "seq": seq},
+            content_type="application/json", **auth(token),
+        )  # fmt: skip
+    telemetry.force_flush()
+    points = _metric_points(telemetry_dir)
+    http = [p for p in points["http.server.request.duration"]
+            if _attrs(p).get("http.route") == SAVE_ROUTE]  # fmt: skip
+    assert len(http) == 1 and int(http[0]["count"]) == 3
+    db = [p for p in points["db.client.operation.duration"]
+          if _attrs(p).get("http.route") == SAVE_ROUTE]  # fmt: skip
+    assert db and all(len(_attrs(p)["db.query.fingerprint"]) == 16 for p in db)
+    assert sum(int(p["count"]) for p in db) >= 3 * 3  # three statements per save
+    assert [int(p["asInt"]) for p in points["exam.telemetry.dropped"]] == [0]
 
 
 def _n_plus_one_view(request):
@@ -91,6 +134,8 @@ def test_a_view_running_one_query_20_times_is_flagged(client, telemetry_dir):
     telemetry.force_flush()
     found = reader.n_plus_one(telemetry_dir, _since())
     assert [(n.route, n.requests) for n in found] == [("n-plus-one/", 1)]
+    (counted,) = _metric_points(telemetry_dir)["exam.db.n_plus_one"]
+    assert _attrs(counted)["http.route"] == "n-plus-one/" and int(counted["asInt"]) == 1
     assert "exams_student" in found[0].example
     r = CliRunner().invoke(app, ["queries", "nplusone", "--telemetry-dir", str(telemetry_dir)])
     assert r.exit_code == 0 and "n-plus-one/" in r.stdout

@@ -202,7 +202,12 @@ class QueuedMeterProvider(MeterProvider):
 
 
 def register_dropped_counter(meter: metrics.Meter, queue: TelemetryQueue) -> None:
+    """``exam.telemetry.dropped``; its callback also drains the queue, so every collection
+    (the SDK runs observable callbacks before it reads the synchronous instruments) sees all
+    that was measured before it."""
+
     def dropped(_options):
+        queue.flush()
         yield metrics.Observation(queue.dropped)
 
     meter.create_observable_counter(

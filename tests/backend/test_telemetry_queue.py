@@ -82,7 +82,7 @@ def test_queued_instruments_reach_the_sdk_with_their_values_and_attributes():
     updown.add(-1, attrs)
     counter.add(3, {"k": "v"})
     attrs["http.route"] = "changed/"  # a caller reusing its dict changes nothing recorded
-    assert _points(reader, "h") == []  # queued, not yet recorded
+    assert len(q) == 5  # queued, not yet recorded
     q.flush()
     (h,) = _points(reader, "h")
     assert (h.count, h.sum, dict(h.attributes)) == (2, 1.0, {"http.route": "a/"})
@@ -103,3 +103,13 @@ def test_a_measurement_inside_a_sampled_span_keeps_its_exemplar():
     (h,) = _points(reader, "h")
     assert [e.trace_id for e in h.exemplars] == [trace_id]
     assert trace.get_current_span() is trace.INVALID_SPAN
+
+
+def test_a_collection_sees_everything_measured_before_it():
+    reader = InMemoryMetricReader()
+    q = TelemetryQueue()
+    meter = QueuedMeterProvider(MeterProvider(metric_readers=[reader]), q).get_meter("t")
+    register_dropped_counter(meter, q)
+    meter.create_histogram("h").record(1.0)
+    (h,) = _points(reader, "h")  # no explicit flush: collecting drained the queue
+    assert h.count == 1 and len(q) == 0

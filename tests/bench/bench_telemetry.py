@@ -1,7 +1,9 @@
 """Telemetry costs, measured side by side in one run.
 
 1. Save throughput under gunicorn + the bench database with telemetry off, on at 100%
-   sampling, and on at 10% (rounds interleaved so each sees the same machine).
+   sampling, and on at 10% (rounds interleaved so each sees the same machine), and the CPU
+   the gunicorn workers spent per save in each (the service's own cost, which the load
+   generator and the database sharing these cores do not blur).
 2. Reading: `opsctl traces stats` over a file of one million spans (spans per second).
 """
 
@@ -51,12 +53,39 @@ def save_throughput() -> dict:
                 )
                 with server:
                     _phase(server.url, "save", targets_file, script)  # warm-up
-                    runs[name].append(_phase(server.url, "save", targets_file, script))
+                    cpu0 = _server_cpu(server)
+                    res = _phase(server.url, "save", targets_file, script)
+                    res["server_cpu"] = _server_cpu(server) - cpu0
+                    runs[name].append(res)
     out = {name: _summary(r) for name, r in runs.items()}
-    base = out["off"]["rps"]
-    out["ratio_rps_on_100pct_to_off"] = round(out["on_100pct"]["rps"] / base, 3)
-    out["ratio_rps_on_10pct_to_off"] = round(out["on_10pct"]["rps"] / base, 3)
+    for name, r in runs.items():
+        # CPU the gunicorn workers spent per save: what telemetry costs the service itself,
+        # free of the load generator's and the database's share of these 2 cores.
+        out[name]["server_cpu_us_per_save"] = round(
+            sum(x["server_cpu"] for x in r) / sum(x["requests"] for x in r) * 1e6
+        )
+    base = out["off"]
+    for name in ("on_100pct", "on_10pct"):
+        out[f"ratio_rps_{name}_to_off"] = round(out[name]["rps"] / base["rps"], 3)
+        out[f"ratio_server_cpu_{name}_to_off"] = round(
+            out[name]["server_cpu_us_per_save"] / base["server_cpu_us_per_save"], 3
+        )
     return out
+
+
+def _server_cpu(server) -> float:
+    """User + system seconds of gunicorn's master and workers so far."""
+    import psutil
+
+    master = psutil.Process(server.proc.pid)
+    total = 0.0
+    for p in [master, *master.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system
+    return total
 
 
 def _write_spans(path: Path, n_spans: int, per_line: int = 500) -> None:

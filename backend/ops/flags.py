@@ -85,23 +85,46 @@ def _ttl() -> float:
     return float(getattr(settings, "FLAGS_CACHE_SECONDS", 5.0))
 
 
+# After a failed read, flags count as unreadable for this long before the next attempt, so
+# a database outage costs each request no extra query and the log one line, not one a call.
+_RETRY_AFTER_FAILURE = 1.0
+
+
+class _Unreadable(Exception):
+    pass
+
+
 def _load() -> dict[str, tuple[bool, int]]:
     now = time.monotonic()
     if _cache["until"] > now:
+        if _cache.get("error"):
+            raise _Unreadable(_cache["error"])
         return _cache["flags"]
     # One query for every flag per TTL, whatever the number of keys checked.
-    flags = {
-        k: (e, p)
-        for k, e, p in FeatureFlag.objects.values_list("key", "enabled", "rollout_percent")
-    }
+    try:
+        flags = {
+            k: (e, p)
+            for k, e, p in FeatureFlag.objects.values_list("key", "enabled", "rollout_percent")
+        }
+    except Exception as exc:
+        error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        with _lock:
+            first = not _cache.get("error")
+            _cache["error"], _cache["until"] = error, now + min(_ttl(), _RETRY_AFTER_FAILURE)
+        if first:
+            log.warning("feature flags unreadable (%s): treating every flag as off", error)
+        raise _Unreadable(error) from exc
     with _lock:
-        _cache["flags"], _cache["until"] = flags, now + _ttl()
+        if _cache.get("error"):
+            log.warning("feature flags readable again")
+        _cache["flags"], _cache["until"], _cache["error"] = flags, now + _ttl(), ""
     return flags
 
 
 def clear_cache() -> None:
     with _lock:
         _cache["until"] = 0.0
+        _cache["error"] = ""
 
 
 def bucket(key: str, student_id: int) -> int:
@@ -115,8 +138,7 @@ def is_enabled(key: str, student: int | None = None) -> bool:
     key, or a database that cannot be read, is off."""
     try:
         flags = _load()
-    except Exception as exc:  # the hot path must not fail because flags are unreadable
-        log.warning("feature flags unreadable (%s): treating %s as off", exc, key)
+    except _Unreadable:  # the hot path must not fail because flags are unreadable
         return False
     state = flags.get(key)
     if state is None and key in KNOWN_FLAGS:

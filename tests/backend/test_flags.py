@@ -185,3 +185,24 @@ def test_a_change_reaches_another_process_within_the_ttl(settings):
     proc.wait(timeout=10)
     assert still_on == "False"
     assert float(waited) <= 1.5 and time.monotonic() - t0 < 5
+
+
+def test_unreadable_flags_are_off_without_a_query_or_a_log_line_per_call(monkeypatch, caplog):
+    """A database outage: every flag reads as off, the database is asked again at most once a
+    second (not once per request), the log says so once, and recovery is noticed."""
+    calls = []
+
+    def broken(*fields):
+        calls.append(fields)
+        raise RuntimeError("connection refused\nmore detail")
+
+    flags.clear_cache()
+    monkeypatch.setattr(FeatureFlag.objects, "values_list", broken)
+    assert [flags.is_enabled("journal.writes") for _ in range(50)] == [False] * 50
+    assert len(calls) == 1
+    warnings = [r.message for r in caplog.records if "unreadable" in r.message]
+    assert warnings == ["feature flags unreadable (connection refused): treating every flag as off"]
+    monkeypatch.undo()
+    flags._cache["until"] = 0.0  # the retry interval has passed
+    assert flags.is_enabled("journal.writes")
+    assert any("readable again" in r.message for r in caplog.records)

@@ -31,18 +31,24 @@ def _since():
     return dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
 
 
-@pytest.mark.django_db
-def test_saves_are_traced_with_db_spans_and_stats(client, telemetry_dir):
+def _saves(client, n: int) -> str:
+    """A student starts a session and saves ``n`` answers; returns the student's token."""
     exam = make_exam()
     _, token = make_student()
     sid = client.post(f"/api/exams/{exam.id}/sessions/", **auth(token)).json()["session_id"]
-    for seq in range(1, 6):
+    for seq in range(1, n + 1):
         r = client.post(
             f"/api/sessions/{sid}/answers/", {"question": 1, "answer": str(seq), "seq": seq},
             content_type="application/json", **auth(token),
         )  # fmt: skip
         assert r.status_code == 200
     telemetry.force_flush()
+    return token
+
+
+@pytest.mark.django_db
+def test_saves_are_traced_with_db_spans_and_stats(client, telemetry_dir):
+    token = _saves(client, 5)
 
     files = sorted(p.name for p in telemetry_dir.iterdir())
     assert any(f.startswith("traces-") and f.endswith(".jsonl") for f in files)
@@ -96,15 +102,7 @@ def _attrs(point) -> dict:
 
 @pytest.mark.django_db
 def test_metrics_carry_route_and_statement_fingerprint(client, telemetry_dir):
-    exam = make_exam()
-    _, token = make_student()
-    sid = client.post(f"/api/exams/{exam.id}/sessions/", **auth(token)).json()["session_id"]
-    for seq in range(1, 4):
-        client.post(
-            f"/api/sessions/{sid}/answers/", {"question": 1, "answer": "x", "seq": seq},
-            content_type="application/json", **auth(token),
-        )  # fmt: skip
-    telemetry.force_flush()
+    _saves(client, 3)
     points = _metric_points(telemetry_dir)
     http = [p for p in points["http.server.request.duration"]
             if _attrs(p).get("http.route") == SAVE_ROUTE]  # fmt: skip
@@ -210,3 +208,26 @@ def test_queries_top_pg_refuses_sqlite_clearly():
         app, ["queries", "top", "--source", "pg", "--database-url", "sqlite:///x.db"]
     )
     assert r.exit_code == 3 and "PostgreSQL" in r.stderr
+
+
+def test_request_answers_the_instrumentations_uri_question_once(monkeypatch):
+    """OpenTelemetry's middleware asks build_absolute_uri("?") three times a request; the
+    served request class gives Django's own answer, computed once."""
+    import io
+
+    from django.core.handlers.wsgi import WSGIRequest
+
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/api/sessions/7/answers/",
+               "QUERY_STRING": "a=1", "SERVER_NAME": "h", "SERVER_PORT": "80",
+               "HTTP_HOST": "exam.example:8000", "wsgi.url_scheme": "https",
+               "wsgi.input": io.BytesIO(b"")}  # fmt: skip
+    expected = WSGIRequest(dict(environ)).build_absolute_uri("?")
+    calls = []
+    real = WSGIRequest.build_absolute_uri
+    monkeypatch.setattr(WSGIRequest, "build_absolute_uri",
+                        lambda self, loc=None: calls.append(loc) or real(self, loc))  # fmt: skip
+    request = telemetry.wsgi_request_class()(dict(environ))
+    assert [request.build_absolute_uri("?") for _ in range(3)] == [expected] * 3
+    assert expected == "https://exam.example:8000/api/sessions/7/answers/"
+    assert request.build_absolute_uri("/x") == "https://exam.example:8000/x"
+    assert calls == ["?", "/x"]

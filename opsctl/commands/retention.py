@@ -77,10 +77,15 @@ def run_cmd(
 ) -> None:
     """Purge what the policies say, in primary-key batches, once across all hosts.
 
-    Exit 0 done (or another host holds the job lock), 1 stopped at --max-seconds with work
-    left, 2 failed. JSON keys: run_id, dry_run, outcome, started_at, finished_at, error,
-    vacuumed, policies[{name, deleted, bytes_reclaimed, eligible_before, remaining, batches,
-    seconds, error}].
+    Each batch is one short transaction; while students are using the database
+    the purge takes small batches and rests between them.
+
+    Exit 0 done (or another host holds the job lock), 1 stopped at
+    --max-seconds with work left (the next run continues), 2 failed.
+
+    JSON keys: run_id, dry_run, outcome, started_at, finished_at, error,
+    vacuumed, policies[{name, deleted, bytes_reclaimed, eligible_before,
+    remaining, batches, seconds, error}].
     """
     _setup(database_url)
     from backend.ops import retention

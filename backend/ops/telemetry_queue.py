@@ -45,16 +45,18 @@ class TelemetryQueue:
         self.dropped = 0
         self._items: deque = deque()
         self._flush_lock = threading.Lock()
+        self._drop_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def put(self, fn: Callable, *args) -> None:
         """Queue ``fn(*args)`` (never raises; never blocks)."""
         if len(self._items) >= self.limit:
-            if not self.dropped:
-                log.warning("telemetry queue full (%d items): dropping until it drains",
-                            self.limit)  # fmt: skip
-            self.dropped += 1
+            with self._drop_lock:  # rare: only while the queue is full
+                if not self.dropped:
+                    log.warning("telemetry queue full (%d items): dropping until it drains",
+                                self.limit)  # fmt: skip
+                self.dropped += 1
             return
         self._items.append((fn, args))
 

@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from backend import config
 from backend.ops import audit
+from backend.ops.locks import LOCK_APPLICATION_NAME, LockHeld, job_lock
 from backend.ops.models import RetentionRun
 from backend.ops.retention_policy import DEFAULTS, Policy, build, load_overrides
 
@@ -191,8 +192,6 @@ def _busy() -> bool:
     is running a statement or ran one within the last second. The purge then goes gently:
     small batches with a pause after each, so its WAL never piles up in front of a save's
     commit. Unknown on SQLite, where every batch is already small."""
-    from backend.ops.locks import LOCK_APPLICATION_NAME
-
     if connection.vendor != "postgresql":
         return False
     with connection.cursor() as cur:
@@ -206,12 +205,18 @@ def _busy() -> bool:
         return cur.fetchone()[0] >= settings.RETENTION_BUSY_CLIENTS
 
 
+def _from(key: str, after, span: _Span) -> tuple[str, object]:
+    """The lower bound of a batch on ``key``: past ``after``, or from the first eligible key
+    when ``after`` is None (the first batch)."""
+    return (f"{key} >= %s", span.first) if after is None else (f"{key} > %s", after)
+
+
 def _batch_end(tg: _Target, after, span: _Span, batch_size: int):
-    """The key ``batch_size`` keys on from ``after`` (exclusive; None: from the first eligible
-    key), capped at the last eligible key: an index-only walk of the primary key. A batch is a
-    run of consecutive keys, whatever their eligibility, so no batch rescans what earlier
-    batches deleted and a run costs the same per row on a journal of any size."""
-    lower, bound = (f"{tg.key} >= %s", span.first) if after is None else (f"{tg.key} > %s", after)
+    """The key ``batch_size`` keys on from ``after``, capped at the last eligible key: an
+    index-only walk of the primary key. A batch is a run of consecutive keys, whatever their
+    eligibility, so no batch rescans what earlier batches deleted and a run costs the same per
+    row on a journal of any size."""
+    lower, bound = _from(tg.key, after, span)
     with connection.cursor() as cur:
         cur.execute(
             f"SELECT {tg.key} FROM {tg.table} WHERE {lower} AND {tg.key} <= %s "
@@ -222,14 +227,11 @@ def _batch_end(tg: _Target, after, span: _Span, batch_size: int):
     return row[0] if row else span.last
 
 
-def _delete_batch(policy: Policy, cutoff: dt.datetime, after, upto, span: _Span) -> int:
-    """Delete the eligible rows with keys in (after, upto] (``after`` None: from the first
-    eligible key) in one statement, in its own short transaction: a lock timeout on
-    PostgreSQL, so a purge never queues behind exam traffic."""
-    tg = _target(policy)
-    lower, bound = (
-        (f"t.{tg.key} >= %s", span.first) if after is None else (f"t.{tg.key} > %s", after)
-    )
+def _delete_batch(tg: _Target, cutoff: dt.datetime, after, upto, span: _Span) -> int:
+    """Delete the eligible rows with keys after ``after`` up to ``upto`` in one statement, in
+    its own short transaction (the walk sets a lock timeout on PostgreSQL, so a purge never
+    queues behind exam traffic)."""
+    lower, bound = _from(f"t.{tg.key}", after, span)
     with transaction.atomic(), connection.cursor() as cur:
         cur.execute(
             f"DELETE FROM {tg.table} AS t WHERE {lower} AND t.{tg.key} <= %s AND {tg.predicate}",
@@ -264,7 +266,7 @@ def _purge_table(
             size = min(batch_size, settings.RETENTION_BUSY_BATCH_SIZE) if busy else batch_size
             t_batch = time.monotonic()
             upto = _batch_end(tg, after, span, size)
-            result.deleted += _delete_batch(p, cutoff, after, upto, span)
+            result.deleted += _delete_batch(tg, cutoff, after, upto, span)
             result.batches += 1
             after = upto
             if progress:
@@ -334,8 +336,6 @@ def run(
     actor: str | None = None,
 ) -> RunReport:
     """Purge (or with ``dry_run`` count) what the policies say, once across all hosts."""
-    from backend.ops.locks import LockHeld, job_lock
-
     now = now or timezone.now()
     chosen = policies(policy_file)
     if only:

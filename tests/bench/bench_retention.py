@@ -62,7 +62,6 @@ def _settle() -> None:
 
 
 def engine_vs_queryset() -> dict:
-    from django.conf import settings
     from django.db.models.signals import post_delete
 
     from backend.exams.models import AnswerEvent
@@ -94,7 +93,7 @@ def engine_vs_queryset() -> dict:
         "queryset_delete": {"rows": deleted_q, "seconds": round(q_seconds, 3),
                             "rows_per_second": round(deleted_q / q_seconds)},
         "engine": {"rows": e_deleted, "seconds": round(e_seconds, 3),
-                   "batch_size": settings.RETENTION_BATCH_SIZE,
+                   "batch_size": retention.default_batch_size(),
                    "batches": report.policies[0].batches,
                    "rows_per_second": round(e_deleted / e_seconds)},
         "ratio_engine_to_queryset": round((e_deleted / e_seconds) / (deleted_q / q_seconds), 1),

@@ -4,10 +4,24 @@ Saves are short and I/O-bound (one round trip to the database), so each worker r
 threads: 2 x cores processes (one per core plus one to cover a blocked worker) x 4 threads.
 """
 
+import hashlib
 import multiprocessing
 import os
+import re
+import tempfile
+
+from backend import config
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
+# gunicorn's control socket defaults to one path per user (~/.gunicorn/gunicorn.ctl), so a second
+# instance on the host took it over and stopping either removed the other's. Each instance gets
+# its own, under its var dir and named after its bind address (unique on a host).
+_ctl_dir = config.var_dir() / "run"
+_ctl_dir.mkdir(parents=True, exist_ok=True)
+control_socket = str(_ctl_dir / f"gunicorn-{re.sub(r'[^A-Za-z0-9]+', '_', bind).strip('_')}.ctl")
+if len(control_socket) > 100:  # AF_UNIX paths stop at 107 bytes; a deep var dir gets a digest
+    _digest = hashlib.sha1(control_socket.encode()).hexdigest()[:16]
+    control_socket = os.path.join(tempfile.gettempdir(), f"gunicorn-{_digest}.ctl")
 workers = int(os.environ.get("GUNICORN_WORKERS", multiprocessing.cpu_count() * 2))
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 worker_class = "gthread"

@@ -10,13 +10,14 @@ import os
 import re
 import tempfile
 
-from backend import config
+# Imported under a private name: every public module-level name here is read as a setting.
+from backend.config import var_dir as _var_dir
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 # gunicorn's control socket defaults to one path per user (~/.gunicorn/gunicorn.ctl), so a second
 # instance on the host took it over and stopping either removed the other's. Each instance gets
 # its own, under its var dir and named after its bind address (unique on a host).
-_ctl_dir = config.var_dir() / "run"
+_ctl_dir = _var_dir() / "run"
 _ctl_dir.mkdir(parents=True, exist_ok=True)
 control_socket = str(_ctl_dir / f"gunicorn-{re.sub(r'[^A-Za-z0-9]+', '_', bind).strip('_')}.ctl")
 if len(control_socket) > 100:  # AF_UNIX paths stop at 107 bytes; a deep var dir gets a digest

@@ -39,18 +39,6 @@ def _disk(path: Path) -> tuple[float, str]:
     return u.percent, f"{path}: {u.used / 1e9:.1f} of {u.total / 1e9:.1f} GB"
 
 
-def _db_dir() -> Path:
-    if connection.vendor == "sqlite":
-        return Path(connection.settings_dict["NAME"]).parent
-    with connection.cursor() as cur:
-        try:
-            cur.execute("SHOW data_directory")
-            data_dir = Path(cur.fetchone()[0])
-        except Exception:  # not allowed to see it (non-superuser): measure var/ instead
-            return config.var_dir()
-    return data_dir if data_dir.exists() else config.var_dir()
-
-
 def _backend_processes() -> list[psutil.Process]:
     procs = []
     for p in psutil.process_iter(["cmdline"]):
@@ -100,7 +88,9 @@ def probes() -> dict[str, Callable[[], tuple[float, str] | None]]:
         "cpu": lambda: (psutil.cpu_percent(interval=0.2), f"{psutil.cpu_count()} cores"),
         "memory": lambda: (psutil.virtual_memory().percent, "system memory"),
         "swap": lambda: (psutil.swap_memory().percent, "swap"),
-        "disk.database": lambda: _disk(_db_dir()),
+        # The app's var/ directory (the SQLite file when embedded, locks, run files). The
+        # database host's own disk comes from node_exporter on that host (dashboards/alerts).
+        "disk.var": lambda: _disk(config.var_dir()),
         "disk.telemetry": lambda: _disk(config.telemetry_dir()),
         "disk.logs": lambda: _disk(log_dir),
         "backend.rss": _rss,
@@ -218,21 +208,20 @@ def alert_history(limit: int = 50) -> list[ResourceAlert]:
 
 
 def register_gauges(meter) -> None:
-    """The probes as OpenTelemetry gauges: ``exam.resource.utilization`` (percent) by probe
-    and host, read at each metric export."""
+    """The probes as OpenTelemetry gauges: ``exam.resource.utilization`` (percent) by probe,
+    read at each metric export; the host is the resource's ``host.name``."""
     from opentelemetry.metrics import Observation
-
-    host = socket.gethostname()
 
     def observe(_options):
         # Only the cheap probes: no DB round trip inside the exporter thread.
-        for name in ("memory", "swap", "disk.database", "disk.telemetry", "disk.logs"):
+        for name in ("memory", "swap", "disk.var", "disk.telemetry", "disk.logs"):
             try:
-                got = probes()[name]() if name != "disk.database" else _disk(config.var_dir())
+                got = probes()[name]()
             except Exception:
                 continue
             if got:
-                yield Observation(got[0], {"probe": name, "host.name": host})
+                # The host is the resource's host.name (a label after the Collector).
+                yield Observation(got[0], {"probe": name})
 
     meter.create_observable_gauge(
         "exam.resource.utilization", callbacks=[observe], unit="%",

@@ -13,6 +13,15 @@
   official file exporter, one file per process and hour under var/telemetry/, so workers
   never interleave writes.
 - The ``telemetry.tracing`` flag switches spans off (and back on) without a restart.
+- Every duration histogram has bucket boundaries in its own unit (``HISTOGRAM_BUCKETS``): the
+  SDK's default boundaries (0, 5, 10 ... 10000) are sized for milliseconds and put every SQL
+  statement, measured in seconds, in the first bucket.
+- Over OTLP, counters and histograms are exported with delta temporality: the Collector drops
+  per-process resource attributes (dashboards/otel-collector.yaml) and its Prometheus exporter
+  adds up the deltas of every worker on a host into one cumulative series.
+- The global providers are installed once per process tree, as forwarding providers; a later
+  ``setup`` (after a fork, or in tests) points them at the new SDK providers. OpenTelemetry's
+  set-once guard is never reset.
 """
 
 from __future__ import annotations
@@ -28,13 +37,25 @@ from collections import Counter
 from pathlib import Path
 
 from opentelemetry import metrics, trace
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import (
+    Counter as SdkCounter,
+)
+from opentelemetry.sdk.metrics import (
+    Histogram as SdkHistogram,
+)
+from opentelemetry.sdk.metrics import (
+    MeterProvider,
+    ObservableCounter,
+    UpDownCounter,
+)
 from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
     MetricExporter,
     MetricExportResult,
     MetricReader,
     PeriodicExportingMetricReader,
 )
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
@@ -60,6 +81,73 @@ _setup_pid: int | None = None
 _lock = threading.Lock()
 _request: contextvars.ContextVar[dict | None] = contextvars.ContextVar("exam_request", default=None)
 _instruments: dict = {}
+
+# Bucket boundaries per duration histogram, in the histogram's unit. The save SLO ("within
+# 100 ms") is read from the ``le="0.1"`` bucket, so 0.1 must stay a boundary.
+HTTP_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+DB_SECONDS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+              0.5, 1.0, 2.5, 5.0, 10.0)  # fmt: skip
+HISTOGRAM_BUCKETS: dict[str, tuple[float, ...]] = {
+    "http.server.request.duration": HTTP_SECONDS,  # s (stable HTTP semantic conventions)
+    "http.server.duration": tuple(b * 1000 for b in HTTP_SECONDS),  # ms (old conventions)
+    "db.client.operation.duration": DB_SECONDS,  # s
+}
+
+
+def views() -> list[View]:
+    return [
+        View(instrument_name=name,
+             aggregation=ExplicitBucketHistogramAggregation(boundaries=list(bounds)))
+        for name, bounds in HISTOGRAM_BUCKETS.items()
+    ]  # fmt: skip
+
+
+# Monotonic counters and histograms as deltas over OTLP (module docstring says why); gauges
+# and up/down counters stay cumulative, as the Prometheus exporter needs them.
+DELTA = {
+    SdkCounter: AggregationTemporality.DELTA,
+    SdkHistogram: AggregationTemporality.DELTA,
+    ObservableCounter: AggregationTemporality.DELTA,
+    UpDownCounter: AggregationTemporality.CUMULATIVE,
+}
+
+
+class _ForwardingTracerProvider(trace.TracerProvider):
+    """The process's global tracer provider: forwards to the current SDK provider."""
+
+    def __init__(self):
+        self.delegate: trace.TracerProvider = trace.NoOpTracerProvider()
+
+    def get_tracer(self, *args, **kwargs):
+        return self.delegate.get_tracer(*args, **kwargs)
+
+
+class _ForwardingMeterProvider(metrics.MeterProvider):
+    """The process's global meter provider: forwards to the current SDK provider."""
+
+    def __init__(self):
+        self.delegate: metrics.MeterProvider = metrics.NoOpMeterProvider()
+
+    def get_meter(self, *args, **kwargs):
+        return self.delegate.get_meter(*args, **kwargs)
+
+
+_global_tracer = _ForwardingTracerProvider()
+_global_meter = _ForwardingMeterProvider()
+_globals_installed = False
+
+
+def _install_globals(tracer_provider: TracerProvider, meter_provider: MeterProvider) -> None:
+    """Point the global providers at this setup's SDK providers. The forwarding providers
+    are registered with the public setters once per process (a forked child inherits them);
+    afterwards only their delegate changes."""
+    global _globals_installed
+    _global_tracer.delegate = tracer_provider
+    _global_meter.delegate = meter_provider
+    if not _globals_installed:
+        _globals_installed = True
+        trace.set_tracer_provider(_global_tracer)
+        metrics.set_meter_provider(_global_meter)
 
 
 def _hour() -> str:
@@ -206,7 +294,12 @@ def setup(
                     OTLPMetricExporter,
                 )
 
-                exporter = OTLPMetricExporter()
+                temporality = (
+                    None
+                    if os.environ.get("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE")
+                    else DELTA
+                )  # an explicit standard variable wins
+                exporter = OTLPMetricExporter(preferred_temporality=temporality)
             else:
                 exporter = HourlyFileMetricExporter(directory)
             interval = int(os.environ.get("OTEL_METRIC_EXPORT_INTERVAL", "10000"))
@@ -214,12 +307,10 @@ def setup(
         sampler = ParentBased(FlagSampler(_get_from_env_or_default()))
         tracer_provider = TracerProvider(resource=_resource(), sampler=sampler)
         tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
-        meter_provider = MeterProvider(resource=_resource(), metric_readers=[metric_reader])
-        # The global setters refuse a second call; after a fork (or in tests) replace them.
-        trace._TRACER_PROVIDER_SET_ONCE._done = False
-        trace.set_tracer_provider(tracer_provider)
-        metrics._internal._METER_PROVIDER_SET_ONCE._done = False
-        metrics.set_meter_provider(meter_provider)
+        meter_provider = MeterProvider(
+            resource=_resource(), metric_readers=[metric_reader], views=views()
+        )
+        _install_globals(tracer_provider, meter_provider)
         queue = TelemetryQueue()
         queue.start()
         _instruments["queue"] = queue

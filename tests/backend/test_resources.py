@@ -58,19 +58,19 @@ def test_nagios_codes():
 @pytest.mark.django_db
 def test_check_records_alerts_across_runs(settings):
     settings.RESOURCE_DAMPING_SECONDS = 60
-    vals = {"disk.database": (97.0, "/var/lib/postgresql", ""), "memory": (40.0, "", "")}
+    vals = {"disk.var": (97.0, "/srv/exam/var", ""), "memory": (40.0, "", "")}
     r = resources.check(values=vals, now=T0, host="h1")
-    assert {x.probe: x.alert for x in r} == {"disk.database": "pending", "memory": "none"}
+    assert {x.probe: x.alert for x in r} == {"disk.var": "pending", "memory": "none"}
     assert not ResourceAlert.objects.exists()
     r = resources.check(values=vals, now=T0 + dt.timedelta(seconds=61), host="h1")
     alert = ResourceAlert.objects.get()
-    assert (alert.probe, alert.severity, alert.resolved_at) == ("disk.database", "critical", None)
-    vals["disk.database"] = (50.0, "", "")
+    assert (alert.probe, alert.severity, alert.resolved_at) == ("disk.var", "critical", None)
+    vals["disk.var"] = (50.0, "", "")
     resources.check(values=vals, now=T0 + dt.timedelta(seconds=90), host="h1")
     alert.refresh_from_db()
     assert alert.resolved_at is not None
     code, line = resources.summary(r)
-    assert code == 2 and line.startswith("RESOURCES CRITICAL - disk.database 97%")
+    assert code == 2 and line.startswith("RESOURCES CRITICAL - disk.var 97%")
 
 
 @pytest.mark.django_db
@@ -112,7 +112,7 @@ def test_cli_unknown_exit_code(monkeypatch):
     def broken():
         raise OSError("no such device")
 
-    monkeypatch.setattr(resources, "probes", lambda: {"disk.database": broken})
+    monkeypatch.setattr(resources, "probes", lambda: {"disk.var": broken})
     r = CliRunner().invoke(app, ["resources", "--check"])
     assert r.exit_code == 3 and "UNKNOWN" in r.stdout
 

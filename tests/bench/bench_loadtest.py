@@ -158,7 +158,7 @@ def _disk_drill(server, tokens: list[str]) -> dict:
     )
     load.start()
     host = "bench-disk-drill"  # its own alert state, apart from the real host's
-    full = {"disk.database": (97.0, "simulated: 97 of 100 GB", "")}
+    full = {"disk.var": (97.0, "simulated: 97 of 100 GB", "")}
     try:
         time.sleep(DRILL_SECONDS / 3)
         now = timezone.now()
@@ -167,7 +167,7 @@ def _disk_drill(server, tokens: list[str]) -> dict:
         opened = resources.check(values=full, now=later, host=host)[0].alert
     finally:
         load.join()
-        resources.check(values={"disk.database": (40.0, "freed", "")}, host=host)
+        resources.check(values={"disk.var": (40.0, "freed", "")}, host=host)
     return {"alert": opened, **_figures(holder["report"])}
 
 

@@ -175,20 +175,18 @@ def test_disk_threshold_during_load_opens_alert_and_service_keeps_serving(
     load.start()
     try:
         time.sleep(1.0)
-        # The disk holding the database reports 97% full: the real probe, a simulated disk.
+        # The disk holding var/ reports 97% full: the real probe, a simulated disk.
         usage = namedtuple("sdiskusage", "total used free percent")
         full = usage(100 * 10**9, 97 * 10**9, 3 * 10**9, 97.0)
         monkeypatch.setattr(resources.psutil, "disk_usage", lambda path: full)
         now = timezone.now()
-        first = resources.check(values=resources.measure(only=["disk.database"]), now=now)
+        first = resources.check(values=resources.measure(only=["disk.var"]), now=now)
         assert [(r.severity, r.alert) for r in first] == [("critical", "pending")]
         later = now + dt.timedelta(seconds=settings.RESOURCE_DAMPING_SECONDS + 1)
-        second = resources.check(values=resources.measure(only=["disk.database"]), now=later)
+        second = resources.check(values=resources.measure(only=["disk.var"]), now=later)
         assert [(r.severity, r.alert) for r in second] == [("critical", "open")]
         alerts = resources.open_alerts()
-        assert [(a.probe, a.severity, a.value) for a in alerts] == [
-            ("disk.database", "critical", 97.0)
-        ]
+        assert [(a.probe, a.severity, a.value) for a in alerts] == [("disk.var", "critical", 97.0)]
         # While the alert is open, the service answers: ready, and a save is acknowledged.
         assert httpx.get(f"{live_gunicorn.url}/readyz", timeout=10).status_code == 200
         _, token = make_student("Late", ext="disk-late")
@@ -207,7 +205,7 @@ def test_disk_threshold_during_load_opens_alert_and_service_keeps_serving(
     assert report.retries == 0  # nothing failed at all, not even transiently
     # Space freed: the next check resolves the alert.
     monkeypatch.setattr(resources.psutil, "disk_usage", psutil.disk_usage)
-    resources.check(values={"disk.database": (40.0, "freed", "")}, now=later)
+    resources.check(values={"disk.var": (40.0, "freed", "")}, now=later)
     assert resources.open_alerts() == []
 
 

@@ -3,6 +3,10 @@
 Each command group lives in its own module under ``opsctl.commands`` and imports only
 typer/rich at module level, so ``opsctl --help`` stays fast; heavy libraries (Django,
 Textual, numpy, SQLAlchemy) are imported inside the command that needs them.
+
+Errors are mapped to one stderr line and an exit code here and nowhere else: every command
+callback is wrapped by ``_guard`` (so CliRunner sees the same as a shell), and ``main`` adds
+the same treatment for click's own usage errors.
 """
 
 from __future__ import annotations
@@ -10,16 +14,24 @@ from __future__ import annotations
 import functools
 import importlib
 import sys
+import traceback
 from collections.abc import Callable
 
 import typer
+from typer.exceptions import Abort, Exit, TyperException
 
-from opsctl.output import CommandError, err_console, fail
+from opsctl import errors
+from opsctl.output import err_console
 
 app = typer.Typer(
     name="opsctl",
     help="Operate the exam backend: telemetry, query plans, database health, retention, "
-    "resources, feature flags, migrations, Rasch calibration and the live console.",
+    "resources, feature flags, migrations, Rasch calibration and the live console.\n\n"
+    "Exit codes: commands 0 ok, 1 failed, 2 refused/usage error/unexpected; scheduled jobs "
+    "(retention run, rasch auto) 0 done or skipped, 2 failed (retention run: 1 = stopped at "
+    "the time budget); checks (resources --check) 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN. "
+    "A failure is always one line on stderr; --debug (or OPS_DEBUG=1) adds the traceback "
+    "of an unexpected error.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -46,15 +58,42 @@ COMMAND_MODULES: list[tuple[str, str]] = [
 ]
 
 
+_debug = False
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(
+        False, "--debug", envvar="OPS_DEBUG", help="Show the traceback of an unexpected error."
+    ),
+) -> None:
+    global _debug
+    _debug = debug
+
+
+def _report(line: str, code: int, exc: BaseException | None = None) -> typer.Exit:
+    """Print the one stderr line (and, with --debug, the traceback); the Exit to raise."""
+    err = err_console()
+    if exc is not None and (_debug or errors.debug_enabled()):
+        err.print("".join(traceback.format_exception(exc)).rstrip(), markup=False)
+    err.print(f"error: {line}", markup=False, highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
 def _guard(callback: Callable) -> Callable:
-    """Turn a CommandError raised anywhere in a command into one line on stderr + exit code."""
+    """Every failure inside a command: one line on stderr and the command's exit code."""
+    policy = errors.policy_of(callback)
 
     @functools.wraps(callback)
     def guarded(*args, **kwargs):
         try:
             return callback(*args, **kwargs)
-        except CommandError as exc:
-            fail(exc.message, exc.exit_code)
+        except (Exit, TyperException, Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            line, code = errors.handle(exc, policy, _debug or errors.debug_enabled())
+            unexpected = not isinstance(exc, errors.OpsError) and errors.from_driver(exc) is None
+            raise _report(line, code, exc if unexpected else None) from None
 
     return guarded
 
@@ -78,12 +117,27 @@ for _name, _module in COMMAND_MODULES:
 
 
 def main() -> None:
-    """Console-script entry point: user-facing errors become one line on stderr."""
+    """Console-script entry point. Failures inside commands are handled by ``_guard``; here
+    click's usage errors (a bad option value, a missing argument) become one line too, with
+    exit 2, or 3 UNKNOWN for a check."""
     try:
-        app()
+        rv = app(standalone_mode=False)
+    except TyperException as exc:
+        ctx = getattr(exc, "ctx", None)
+        policy = errors.policy_of(ctx.command.callback if ctx and ctx.command else None)
+        code = policy.failure if policy is errors.CHECK else exc.exit_code
+        message = errors.one_line(exc.format_message())
+        if message:  # empty for a bare group name: its help was printed already
+            hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+            _report(f"{message}{hint}", code)
+        sys.exit(code)
+    except Abort:
+        err_console().print("error: aborted", markup=False)
+        sys.exit(1)
     except KeyboardInterrupt:
         err_console().print("interrupted", markup=False)
         sys.exit(130)
+    sys.exit(rv if isinstance(rv, int) else 0)
 
 
 if __name__ == "__main__":

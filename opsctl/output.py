@@ -15,6 +15,8 @@ from typing import Any, NoReturn
 
 from rich.console import Console
 
+from opsctl import errors as _errors
+
 _console: Console | None = None
 _err_console: Console | None = None
 
@@ -64,20 +66,10 @@ def emit_json(obj: Any) -> None:
     sys.stdout.flush()
 
 
-class CommandError(Exception):
-    """Raised for a user-facing failure. ``opsctl.cli`` wraps every command so this becomes
-    one line on stderr (``error: ...``) and exit ``exit_code``, in the real CLI and under
-    CliRunner alike."""
-
-    def __init__(self, message: str, exit_code: int = 1):
-        super().__init__(message)
-        self.message = message
-        self.exit_code = exit_code
+# The error root is in opsctl.errors; re-exported for commands that import it from here.
+CommandError = _errors.CommandError
 
 
 def fail(message: str, exit_code: int = 1) -> NoReturn:
-    """One line on stderr, then exit non-zero. Never a traceback."""
-    import typer
-
-    err_console().print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
-    raise typer.Exit(exit_code)
+    """Stop the command with ``message`` and ``exit_code`` (mapped by ``opsctl.cli``)."""
+    raise CommandError(message, exit_code)

@@ -169,9 +169,9 @@ class _EmptyTables:
 
 
 def _duration_ms(text: str) -> int:
-    from opsctl.timeparse import parse_duration
+    from backend.durations import parse_seconds
 
-    return int(parse_duration(text).total_seconds() * 1000)
+    return int(parse_seconds(text) * 1000)
 
 
 def apply(

@@ -1,6 +1,8 @@
 """Scheduled-job outcomes as OpenTelemetry gauges, so alerts can fire on them:
 ``exam.retention.last_success_age`` (s), ``exam.retention.last_run_failed`` (0/1) and
-``exam.calibration.failed_runs`` (failed runs in the last 24 h)."""
+``exam.calibration.failed_runs`` (failed runs in the last 24 h) and
+``exam.calibration.exams_failing`` (exams whose latest calibration failed: 0 again after a
+successful rerun, so the CalibrationFailed alert resolves)."""
 
 from __future__ import annotations
 
@@ -48,6 +50,26 @@ def register(meter) -> None:
             return
         yield Observation(n)
 
+    def exams_failing(_options):
+        from django.db.models import OuterRef, Subquery
+
+        from backend.exams.models import CalibrationRun, Exam
+
+        latest = (
+            CalibrationRun.objects.filter(exam=OuterRef("pk"), outcome__in=["ok", "failed"])
+            .order_by("-started_at")
+            .values("outcome")[:1]
+        )
+        try:
+            n = Exam.objects.annotate(last=Subquery(latest)).filter(last="failed").count()
+        except Exception:
+            return
+        yield Observation(n)
+
+    meter.create_observable_gauge(
+        "exam.calibration.exams_failing", callbacks=[exams_failing], unit="{exam}",
+        description="Exams whose latest Rasch calibration run failed",
+    )  # fmt: skip
     meter.create_observable_gauge(
         "exam.retention.last_success_age", callbacks=[retention_age], unit="s",
         description="Seconds since the last successful retention run",

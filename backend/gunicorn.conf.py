@@ -29,6 +29,9 @@ worker_class = "gthread"
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = 10
 keepalive = 5
+# The load balancers (nginx, deploy/nginx/) whose X-Forwarded-Proto/-For this host trusts:
+# list their addresses, comma-separated ("*" only when nothing else can reach the port).
+forwarded_allow_ips = os.environ.get("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 # Recycle workers now and then so a slow leak never reaches exam day's peak.
 max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "20000"))
 max_requests_jitter = 2000

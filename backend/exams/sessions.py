@@ -6,6 +6,7 @@ Views and jobs call these functions; they raise ``ApiError`` for anything a clie
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -17,11 +18,20 @@ from backend.exams.auth import raise_for_foreign_or_unknown
 from backend.exams.http import ApiError
 from backend.exams.models import Answer, Exam, ExamSession
 
-# The conditional upsert: a save never overwrites a higher seq; an equal seq is a retry.
-# SET expressions see the old row, so each CASE compares against the stored seq.
-_UPSERT_SEQ = """
-INSERT INTO exams_answer (session_id, question, part, value, seq, updated_at)
-VALUES (%s, %s, %s, %s, %s, %s)
+# Save and submit exclude each other in the database itself: the upsert inserts only while the
+# session is still in progress, checked in the same statement. On PostgreSQL the check takes a
+# KEY SHARE lock on the session row, held until the save commits; submit takes FOR UPDATE on
+# that row first, so it waits for saves already past their check and every later save sees
+# the new status (READ COMMITTED re-checks the WHERE on the updated row) and inserts nothing.
+# On SQLite every write transaction holds the database's single write lock from BEGIN
+# (transaction_mode IMMEDIATE), which covers the check. No row back means "not in progress".
+_SESSION_OPEN = """
+SELECT %s, %s, %s, {value}, {seq}, %s FROM exams_examsession
+WHERE id = %s AND status = 'in_progress'{lock}
+"""
+# A client seq never overwrites a higher one; an equal seq is a retry. SET expressions see
+# the old row, so each CASE compares against the stored seq.
+_ON_CONFLICT_SEQ = """
 ON CONFLICT (session_id, question, part) DO UPDATE SET
   value = CASE WHEN excluded.seq > exams_answer.seq THEN excluded.value ELSE exams_answer.value END,
   updated_at = CASE WHEN excluded.seq > exams_answer.seq
@@ -30,17 +40,31 @@ ON CONFLICT (session_id, question, part) DO UPDATE SET
 RETURNING seq, value
 """
 # Without a client seq the save is last-writer-wins and the server numbers it.
-_UPSERT_AUTO = """
-INSERT INTO exams_answer (session_id, question, part, value, seq, updated_at)
-VALUES (%s, %s, %s, %s, 1, %s)
+_ON_CONFLICT_AUTO = """
 ON CONFLICT (session_id, question, part) DO UPDATE SET
   value = excluded.value, updated_at = excluded.updated_at, seq = exams_answer.seq + 1
 RETURNING seq, value
 """
+_INSERT = "INSERT INTO exams_answer (session_id, question, part, value, seq, updated_at)"
 _JOURNAL = """
 INSERT INTO exams_answerevent (session_id, question, part, value, seq, received_at)
 VALUES (%s, %s, %s, %s, %s, %s)
 """
+
+
+@functools.cache
+def _upsert_sql(vendor: str, with_seq: bool) -> str:
+    select = _SESSION_OPEN.format(
+        value="%s",
+        seq="%s" if with_seq else "1",
+        lock=" FOR KEY SHARE" if vendor == "postgresql" else "",
+    )
+    # PostgreSQL needs the locking SELECT in parentheses before ON CONFLICT; SQLite needs the
+    # WHERE clause it already has to parse INSERT ... SELECT ... ON CONFLICT.
+    if vendor == "postgresql":
+        select = f"({select.strip()})"
+    return f"{_INSERT}\n{select}\n{_ON_CONFLICT_SEQ if with_seq else _ON_CONFLICT_AUTO}"
+
 
 MAX_SEQ = 2**62
 
@@ -155,10 +179,15 @@ def save_answer(session_id: int, token_hash: str, body: dict) -> SaveResult:
     stamp = connection.ops.adapt_datetimefield_value(now)
     with transaction.atomic(), connection.cursor() as cur:
         if seq is None:
-            cur.execute(_UPSERT_AUTO, [session_id, question, part, answer, stamp])
+            params = [session_id, question, part, answer, stamp, session_id]
         else:
-            cur.execute(_UPSERT_SEQ, [session_id, question, part, answer, seq, stamp])
-        stored_seq, stored_value = cur.fetchone()
+            params = [session_id, question, part, answer, seq, stamp, session_id]
+        cur.execute(_upsert_sql(connection.vendor, seq is not None), params)
+        row = cur.fetchone()
+        if row is None:
+            # A submit (or expiry) won the race between our first read and this write.
+            raise ApiError(409, "the session was submitted before this save", status="submitted")
+        stored_seq, stored_value = row
         if (seq is not None and stored_seq != seq) or stored_value != answer:
             return SaveResult("stale", stored_seq)
         if journal_enabled():
@@ -188,11 +217,19 @@ def submit_session(
     session_id: int, now: dt.datetime | None = None, final_status: str = ExamSession.SUBMITTED
 ) -> SubmitResult:
     """Submit and score, exactly once even when two submits race (the conditional UPDATE
-    serialises them: only the request that flips the status scores)."""
-    now = now or timezone.now()
+    serialises them: only the request that flips the status scores).
+
+    The session row is locked first, so saves that passed their in-progress check have
+    committed before the clock is read and the answers are scored; ``submitted_at`` is never
+    earlier than an accepted save. ``now`` is the earliest time to stamp (expiry passes its
+    cut-off time)."""
     with transaction.atomic():
+        # FOR UPDATE waits for saves holding KEY SHARE (PostgreSQL); a no-op on SQLite, where
+        # this transaction already holds the write lock.
+        list(ExamSession.objects.select_for_update().filter(pk=session_id).values_list("id"))
+        stamp = max(now, timezone.now()) if now else timezone.now()
         flipped = ExamSession.objects.filter(pk=session_id, status=ExamSession.IN_PROGRESS).update(
-            status=final_status, submitted_at=now
+            status=final_status, submitted_at=stamp
         )
         session = ExamSession.objects.get(pk=session_id)
         if flipped:

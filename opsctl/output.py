@@ -9,6 +9,7 @@ import decimal
 import json
 import os
 import sys
+from collections.abc import Iterable, Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Any, NoReturn
@@ -73,3 +74,27 @@ CommandError = _errors.CommandError
 def fail(message: str, exit_code: int = 1) -> NoReturn:
     """Stop the command with ``message`` and ``exit_code`` (mapped by ``opsctl.cli``)."""
     raise CommandError(message, exit_code)
+
+
+def print_table(
+    title: str,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    *,
+    right: Iterable[str] = (),
+    styles: Sequence[str | None] | None = None,
+    overflow: str | None = None,
+) -> None:
+    """One rich table on stdout: ``columns`` by name, the ``right`` ones right-aligned,
+    ``styles`` one per row (None for plain). Cells are printed as text, never as markup."""
+    from rich.table import Table
+    from rich.text import Text
+
+    right = set(right)
+    table = Table(title=title)
+    for c in columns:
+        table.add_column(c, justify="right" if c in right else "left", overflow=overflow)
+    for i, row in enumerate(rows):
+        style = styles[i] if styles is not None else None
+        table.add_row(*(Text("" if v is None else str(v)) for v in row), style=style)
+    console().print(table)

@@ -1,21 +1,32 @@
 """The lazy bridge from opsctl to the Django backend's service functions.
 
-Commands that act through the backend (flags, migrations, retention, rasch, demo) call
-``setup_django()`` first; commands that only read files or talk SQL never import Django.
+Commands that act through the backend (flags, migrations, retention, rasch, resources, demo)
+call ``open_backend()`` first; commands that only read files or talk SQL never import Django.
+A database that cannot be used (down, missing, a garbage URL, a mistyped SQLite path, not
+migrated) is one ``DatabaseUnavailable`` there, before the command starts its work.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+
+from opsctl.errors import DatabaseUnavailable, one_line
 
 _ready = False
 
 
 def setup_django(database_url: str | None = None) -> None:
-    """Configure and start Django once per process, optionally against ``database_url``."""
+    """Configure and start Django once per process, optionally against ``database_url``.
+
+    Does not touch the database (the console starts even when it is down); settings that
+    cannot be built from the environment (a garbage URL) are ``DatabaseUnavailable``.
+    """
     global _ready
     if _ready:
         return
+    from backend import config
+
     if database_url:
         os.environ["DATABASE_URL"] = database_url
     # A pool is for the server's request threads; a CLI (and the console's short-lived worker
@@ -24,5 +35,49 @@ def setup_django(database_url: str | None = None) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.settings")
     import django
 
-    django.setup()
+    try:
+        django.setup()
+    except Exception as exc:  # e.g. dj-database-url refusing the URL's scheme
+        url = config.mask_url(config.database_url())
+        raise DatabaseUnavailable(
+            f"cannot use DATABASE_URL {url}: {one_line(exc) or type(exc).__name__}"
+        ) from None
     _ready = True
+
+
+def open_backend(
+    database_url: str | None = None, *, create: bool = False, migrated: bool = True
+) -> None:
+    """``setup_django`` and a check that the database answers, before a command's work.
+
+    ``create``: a missing SQLite file may be created (``migrate apply``, ``demo seed``);
+    otherwise a mistyped path is refused instead of leaving an empty database behind.
+    ``migrated``: the backend's tables must exist (not so for the migration commands).
+    """
+    django_apps = sys.modules.get("django.apps")
+    already = django_apps is not None and django_apps.apps.ready
+    if not create and not already:
+        from backend import config
+        from opsctl.db.engine import check_sqlite_exists
+
+        check_sqlite_exists(config.absolute_sqlite_url(database_url or config.database_url()))
+    setup_django(database_url)
+    _check_connection(migrated)
+
+
+def _check_connection(migrated: bool) -> None:
+    from django.db import DatabaseError, connection
+
+    from backend import config
+
+    url = config.mask_url(config.database_url())
+    try:
+        connection.ensure_connection()
+        if migrated and "ops_featureflag" not in connection.introspection.table_names():
+            raise DatabaseUnavailable(
+                f"database {url} is not set up (no backend tables): run `opsctl migrate apply`"
+            )
+    except DatabaseError as exc:
+        raise DatabaseUnavailable(
+            f"cannot reach database {url}: {one_line(exc) or type(exc).__name__}"
+        ) from None

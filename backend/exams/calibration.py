@@ -311,4 +311,5 @@ def _auto_enabled() -> bool:
         from backend.ops import flags
     except ImportError:
         return True
-    return flags.is_enabled("rasch.auto")
+    # Not is_enabled(): an unreadable flag table must fail the job, not read as "switched off".
+    return flags.require_state("rasch.auto")

@@ -21,6 +21,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from backend.ops import audit
+from backend.ops.errors import InvalidInput, Unavailable
 from backend.ops.flag_registry import KNOWN_FLAGS
 from backend.ops.models import AuditEvent, FeatureFlag
 
@@ -31,8 +32,12 @@ _cache: dict = {"until": 0.0, "flags": {}}
 _warned_unknown: set[str] = set()
 
 
-class FlagError(Exception):
+class FlagError(InvalidInput):
     """A flag operation a user asked for cannot be done (unknown key, bad value, no reason)."""
+
+
+class FlagsUnreadable(Unavailable):
+    """The flag table cannot be read, so no one can say whether a flag is on."""
 
 
 @dataclass(frozen=True)
@@ -140,6 +145,20 @@ def is_enabled(key: str, student: int | None = None) -> bool:
         flags = _load()
     except _Unreadable:  # the hot path must not fail because flags are unreadable
         return False
+    return _decide(flags, key, student)
+
+
+def require_state(key: str) -> bool:
+    """Whether ``key`` is on, for a job that must not mistake "unreadable" for "off":
+    ``FlagsUnreadable`` when the flag table cannot be read."""
+    try:
+        flags = _load()
+    except _Unreadable as exc:
+        raise FlagsUnreadable(f"cannot read feature flag {key!r}: {exc}") from None
+    return _decide(flags, key, None)
+
+
+def _decide(flags: dict[str, tuple[bool, int]], key: str, student) -> bool:
     state = flags.get(key)
     if state is None and key in KNOWN_FLAGS:
         # A known kill switch without its row (a restored or freshly flushed database) keeps
@@ -227,6 +246,7 @@ def set_flag(
 ) -> FlagEvent:
     """Change one flag; recorded as an audit event in ``change_set`` (a new one if empty)."""
     reason = _require_reason(reason)
+    audit.check_actor(actor)
     new = parse_value(value) if isinstance(value, str) else value
     with transaction.atomic():
         ev = _apply(
@@ -294,6 +314,7 @@ def rollback_plan(
 def rollback(plan: RollbackPlan, reason: str, actor: str | None = None) -> tuple[str, list]:
     """Apply a plan as one new change set (so a rollback can itself be rolled back)."""
     reason = _require_reason(reason)
+    audit.check_actor(actor)
     if plan.empty:
         raise FlagError("nothing to roll back")
     final: dict[str, dict] = {}

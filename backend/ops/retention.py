@@ -27,9 +27,10 @@ from django.utils import timezone
 
 from backend import config
 from backend.ops import audit
+from backend.ops.errors import InvalidInput
 from backend.ops.locks import LOCK_APPLICATION_NAME, LockHeld, job_lock
 from backend.ops.models import RetentionRun
-from backend.ops.retention_policy import DEFAULTS, Policy, build, load_overrides
+from backend.ops.retention_policy import DEFAULTS, Policy, build, read_policy_file
 
 SCORED = ("submitted", "expired")
 
@@ -78,7 +79,7 @@ class PolicyStatus:
 def policies(policy_file: str | None = None) -> list[Policy]:
     entries = getattr(settings, "RETENTION_POLICIES", None) or DEFAULTS
     if policy_file:
-        entries = load_overrides(Path(policy_file).read_text(), entries)
+        entries = read_policy_file(policy_file, entries)
     return build(entries)
 
 
@@ -341,7 +342,7 @@ def run(
     if only:
         unknown = set(only) - {p.name for p in chosen}
         if unknown:
-            raise ValueError(f"unknown policy {', '.join(sorted(unknown))}; known: "
+            raise InvalidInput(f"unknown policy {', '.join(sorted(unknown))}; known: "
                              f"{', '.join(p.name for p in chosen)}")  # fmt: skip
         chosen = [p for p in chosen if p.name in only]
     batch_size = batch_size or default_batch_size()

@@ -4,80 +4,67 @@ from __future__ import annotations
 
 import typer
 
-from opsctl.output import CommandError, console, emit_json
-from opsctl.timeparse import parse_since
+from opsctl import options
+from opsctl.output import console, emit_json, print_table
+from opsctl.render import flag_value
 
 app = typer.Typer(help="Feature flags: list, show, set (with a reason), history.")
 
-DB_OPT = typer.Option(
-    None, "--database-url", envvar="DATABASE_URL", help="Database (default: the backend's)."
-)
-
-
-def _setup(database_url):
-    from opsctl.service import setup_django
-
-    setup_django(database_url)
-
-
-def format_value(value: dict | None) -> str:
-    """A flag value as on-call reads it: on, off or a percentage."""
-    if value is None:
-        return "-"
-    if not value.get("enabled"):
-        return "off"
-    return "on" if value.get("percent", 100) >= 100 else f"{value['percent']}%"
+# Kept for callers that still import it from here; the shared one is opsctl.render.flag_value.
+format_value = flag_value
 
 
 @app.command("list")
 def list_cmd(
     as_json: bool = typer.Option(False, "--json", help="JSON: [{key, enabled, percent, ...}]."),
-    database_url: str = DB_OPT,
+    database_url: str = options.DATABASE_URL,
 ) -> None:
     """Every flag with its value and what it switches."""
-    _setup(database_url)
+    from opsctl.service import open_backend
+
+    open_backend(database_url)
     from backend.ops import flags
 
     rows = flags.list_flags()
     if as_json:
         emit_json(rows)
         return
-    from rich.table import Table
-
-    table = Table(title="feature flags")
-    for col in ("key", "value", "updated", "description"):
-        table.add_column(col)
-    for f in rows:
-        when = f.updated_at.strftime("%Y-%m-%d %H:%M") if f.updated_at else "-"
-        table.add_row(f.key, format_value(f.value), when, f.description.split(". ")[0])
-    console().print(table)
+    print_table(
+        "feature flags",
+        ("key", "value", "updated", "description"),
+        [
+            (f.key, flag_value(f.value),
+             f.updated_at.strftime("%Y-%m-%d %H:%M") if f.updated_at else "-",
+             f.description.split(". ")[0])
+            for f in rows
+        ],
+    )  # fmt: skip
 
 
 @app.command("show")
 def show_cmd(
     key: str = typer.Argument(..., help="Flag key, e.g. journal.writes."),
     as_json: bool = typer.Option(False, "--json", help="JSON: the flag and its history."),
-    database_url: str = DB_OPT,
+    database_url: str = options.DATABASE_URL,
 ) -> None:
     """One flag, and its recent changes."""
-    _setup(database_url)
+    from opsctl.service import open_backend
+
+    open_backend(database_url)
     from backend.ops import flags
 
-    try:
-        state = flags.get_flag(key)
-    except flags.FlagError as exc:
-        raise CommandError(str(exc)) from None
+    state = flags.get_flag(key)
     events = flags.history(key)[:20]
     if as_json:
         emit_json({"flag": state, "history": events})
         return
     out = console()
-    out.print(f"{state.key}: {format_value(state.value)}", markup=False)
+    out.print(f"{state.key}: {flag_value(state.value)}", markup=False)
     out.print(state.description, markup=False)
     for e in events:
         out.print(
-            f"  {e.at:%Y-%m-%d %H:%M:%S} {e.actor}: {format_value(e.old_value)} -> "
-            f"{format_value(e.new_value)}  ({e.reason}) [{e.change_set[:8]}]",
+            f"  {e.at:%Y-%m-%d %H:%M:%S} {e.actor}: {flag_value(e.old_value)} -> "
+            f"{flag_value(e.new_value)}  ({e.reason}) [{e.change_set[:8]}]",
             markup=False,
         )
 
@@ -87,23 +74,23 @@ def set_cmd(
     key: str = typer.Argument(..., help="Flag key."),
     value: str = typer.Argument(..., help="on, off, or a rollout percentage (0-100)."),
     reason: str = typer.Option(None, "--reason", help="Why (required; kept in the audit trail)."),
-    actor: str = typer.Option(None, "--actor", help="Who (default: the OS user)."),
+    actor: str = options.ACTOR,
     as_json: bool = typer.Option(False, "--json", help="JSON: the recorded change."),
-    database_url: str = DB_OPT,
+    database_url: str = options.DATABASE_URL,
 ) -> None:
     """Change a flag. Every worker on every host sees it within the cache TTL (5 s)."""
-    _setup(database_url)
+    actor = options.actor(actor)
+    from opsctl.service import open_backend
+
+    open_backend(database_url)
     from backend.ops import flags
 
-    try:
-        ev = flags.set_flag(key, value, reason, actor=actor)
-    except flags.FlagError as exc:
-        raise CommandError(str(exc)) from None
+    ev = flags.set_flag(key, value, reason, actor=actor)
     if as_json:
         emit_json(ev)
         return
     console().print(
-        f"{key}: {format_value(ev.old_value)} -> {format_value(ev.new_value)} "
+        f"{key}: {flag_value(ev.old_value)} -> {flag_value(ev.new_value)} "
         f"(change set {ev.change_set})",
         markup=False,
     )
@@ -114,14 +101,13 @@ def history_cmd(
     key: str = typer.Argument(None, help="Only this flag."),
     since: str = typer.Option(None, "--since", help="e.g. 1h, 2d, or an ISO time."),
     as_json: bool = typer.Option(False, "--json", help="JSON list of changes, newest first."),
-    database_url: str = DB_OPT,
+    database_url: str = options.DATABASE_URL,
 ) -> None:
     """Flag changes, newest first, with who, why and the change set."""
-    try:
-        since_at = parse_since(since) if since else None
-    except ValueError as exc:
-        raise CommandError(str(exc)) from None
-    _setup(database_url)
+    since_at = options.since(since) if since else None
+    from opsctl.service import open_backend
+
+    open_backend(database_url)
     from backend.ops import flags
 
     events = flags.history(key, since_at)
@@ -131,14 +117,12 @@ def history_cmd(
     if not events:
         console().print("no flag changes" + (f" since {since}" if since else ""))
         return
-    from rich.table import Table
-
-    table = Table(title="flag history")
-    for col in ("when", "change set", "actor", "flag", "change", "reason"):
-        table.add_column(col)
-    for e in events:
-        table.add_row(
-            f"{e.at:%Y-%m-%d %H:%M:%S}", e.change_set[:8], e.actor, e.key,
-            f"{format_value(e.old_value)} -> {format_value(e.new_value)}", e.reason,
-        )  # fmt: skip
-    console().print(table)
+    print_table(
+        "flag history",
+        ("when", "change set", "actor", "flag", "change", "reason"),
+        [
+            (f"{e.at:%Y-%m-%d %H:%M:%S}", e.change_set[:8], e.actor, e.key,
+             f"{flag_value(e.old_value)} -> {flag_value(e.new_value)}", e.reason)
+            for e in events
+        ],
+    )  # fmt: skip

@@ -6,26 +6,26 @@ import sys
 
 import typer
 
-from opsctl.output import CommandError, console, emit_json
+from opsctl import errors, options
+from opsctl.errors import CommandError
+from opsctl.output import console, emit_json, print_table
 
 app = typer.Typer(help="Rasch calibration: item difficulties, abilities and scaled scores.")
 
-DB_OPT = typer.Option(
-    None, "--database-url", envvar="DATABASE_URL", help="Database (default: the backend's)."
-)
+DB_OPT = options.DATABASE_URL
 
 
 def _setup(database_url: str | None) -> None:
-    from opsctl.service import setup_django
+    from opsctl.service import open_backend
 
-    setup_django(database_url)
+    open_backend(database_url)
 
 
 @app.command("calibrate")
 def calibrate_cmd(
     exam_id: int = typer.Argument(..., help="The exam to calibrate (see `opsctl rasch status`)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Estimate and show; store nothing."),
-    actor: str = typer.Option(None, "--actor", help="Who runs it (default: the OS user)."),
+    actor: str = options.ACTOR,
     as_json: bool = typer.Option(False, "--json", help="JSON: the summary and every item."),
     database_url: str = DB_OPT,
 ) -> None:
@@ -36,7 +36,10 @@ def calibrate_cmd(
     JSON keys: exam_id, run_id, outcome, dry_run, method, n_persons, n_items, iterations,
     converged, reliability, duration_s, items[{question, part, difficulty, se, infit,
     outfit, point_measure, n_responses, p_correct, excluded}].
+
+    Exit 0 calibrated (or --dry-run shown), 1 failed, 2 refused (too few sessions, ...).
     """
+    actor = options.actor(actor)
     _setup(database_url)
     from backend.exams.calibration import CalibrationRefused, calibrate_exam
 
@@ -52,22 +55,20 @@ def calibrate_cmd(
     if as_json:
         emit_json(summary)
         return
-    from rich.table import Table
-
-    table = Table(title=f"exam {exam_id}: item calibration ({summary.method})")
-    for col in ("item", "difficulty", "SE", "infit", "outfit", "pt-measure", "p", "flag"):
-        table.add_column(col, justify="right" if col not in ("item", "flag") else "left")
 
     def f(v, fmt="{:.2f}"):
         return "-" if v is None else fmt.format(v)
 
-    for r in summary.items:
-        flag = r.excluded or ("misfit" if r.misfit else "")
-        table.add_row(
-            f"{r.question}{r.part}", f(r.difficulty), f(r.se), f(r.infit), f(r.outfit),
-            f(r.point_measure), f(r.p_correct), flag,
-        )  # fmt: skip
-    out.print(table)
+    print_table(
+        f"exam {exam_id}: item calibration ({summary.method})",
+        ("item", "difficulty", "SE", "infit", "outfit", "pt-measure", "p", "flag"),
+        [
+            (f"{r.question}{r.part}", f(r.difficulty), f(r.se), f(r.infit), f(r.outfit),
+             f(r.point_measure), f(r.p_correct), r.excluded or ("misfit" if r.misfit else ""))
+            for r in summary.items
+        ],
+        right=("difficulty", "SE", "infit", "outfit", "pt-measure", "p"),
+    )  # fmt: skip
     verb = "would store" if dry_run else f"stored as run {summary.run_id}"
     out.print(
         f"{summary.n_persons} sessions x {summary.n_items} items, "
@@ -97,22 +98,20 @@ def status_cmd(
     if as_json:
         emit_json(rows)
         return
-    from rich.table import Table
-
-    table = Table(title="Rasch calibration")
-    for col in ("exam", "title", "closed", "sessions", "current run", "reliability", "last", "due"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(
-            str(r.exam_id), r.title, "yes" if r.closed else "no", str(r.scored_sessions),
-            str(r.current_run_id or "-"),
-            "-" if r.reliability is None else f"{r.reliability:.2f}",
-            r.last_outcome or "-", "yes" if r.needs_calibration else "",
-        )  # fmt: skip
-    console().print(table)
+    print_table(
+        "Rasch calibration",
+        ("exam", "title", "closed", "sessions", "current run", "reliability", "last", "due"),
+        [
+            (r.exam_id, r.title, "yes" if r.closed else "no", r.scored_sessions,
+             r.current_run_id or "-", "-" if r.reliability is None else f"{r.reliability:.2f}",
+             r.last_outcome or "-", "yes" if r.needs_calibration else "")
+            for r in rows
+        ],
+    )  # fmt: skip
 
 
 @app.command("auto")
+@errors.exit_policy(errors.JOB)
 def auto_cmd(
     as_json: bool = typer.Option(False, "--json", help="JSON: calibrated, refused, skipped."),
     database_url: str = DB_OPT,
@@ -120,8 +119,9 @@ def auto_cmd(
     """Calibrate every closed exam without a current calibration (for cron on every host).
 
     A job lock lets exactly one host run it; the others exit 0 saying so. Gated by the
-    feature flag `rasch.auto`. Exit 0 done, nothing to do, or another host holds the lock;
-    2 an exam could not be calibrated.
+    feature flag `rasch.auto`. Exit 0 done, nothing to do, switched off, or another host
+    holds the lock; 2 failed (an exam could not be calibrated, the database or the flag
+    could not be read).
     """
     _setup(database_url)
     from backend.exams.calibration import auto_calibrate

@@ -6,22 +6,31 @@ import sys
 
 import typer
 
-from opsctl.output import CommandError, console, emit_json
+from opsctl import errors, options
+from opsctl.output import console, emit_json, err_console, print_table
 
 app = typer.Typer(help="Data retention: policy status and batched purges, safe on every host.")
 
-DB_OPT = typer.Option(
-    None, "--database-url", envvar="DATABASE_URL", help="Database (default: the backend's)."
-)
+DB_OPT = options.DATABASE_URL
 POLICY_OPT = typer.Option(
-    None, "--policy-file", help="TOML overriding policies: [policies.NAME] days = N."
+    None,
+    "--policy-file",
+    help="TOML overriding policies: [policies.NAME] days = N (a number of days, 0-36500).",
 )
 
 
 def _setup(database_url):
-    from opsctl.service import setup_django
+    from opsctl.service import open_backend
 
-    setup_django(database_url)
+    open_backend(database_url)
+
+
+def _policies_ok(policy_file: str | None) -> None:
+    """Read and check the policy file before touching the database (bad input: one line)."""
+    if policy_file:
+        from backend.ops.retention_policy import DEFAULTS, build, read_policy_file
+
+        build(read_policy_file(policy_file, DEFAULTS))
 
 
 @app.command("status")
@@ -31,35 +40,36 @@ def status_cmd(
     database_url: str = DB_OPT,
 ) -> None:
     """Per policy: period, rows eligible now, oldest row's age, last run, overdue.
+
+    A run whose process died (its job lock is free but it never finished) shows as
+    "abandoned" and counts as failed. Exit 0 shown, 1 failed (database, policy file).
+
     JSON keys: name, target, period_days, guard, eligible_now, oldest_age_days,
     last_run_at, last_outcome, overdue."""
+    _policies_ok(policy_file)
     _setup(database_url)
     from backend.ops import retention
 
-    try:
-        rows = retention.status(policy_file)
-    except (ValueError, OSError) as exc:
-        raise CommandError(str(exc)) from None
+    rows = retention.status(policy_file)
     if as_json:
         emit_json(rows)
         return
-    from rich.table import Table
-
-    table = Table(title="retention")
-    for col in ("policy", "period", "eligible now", "oldest (days)", "last run", "outcome", ""):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(
-            r.name, f"{r.period_days:g}d", str(r.eligible_now),
-            "-" if r.oldest_age_days is None else f"{r.oldest_age_days:.1f}",
-            r.last_run_at.strftime("%Y-%m-%d %H:%M") if r.last_run_at else "never",
-            r.last_outcome or "-", "OVERDUE" if r.overdue else "",
-            style="yellow" if r.overdue else None,
-        )  # fmt: skip
-    console().print(table)
+    print_table(
+        "retention",
+        ("policy", "period", "eligible now", "oldest (days)", "last run", "outcome", ""),
+        [
+            (r.name, f"{r.period_days:g}d", r.eligible_now,
+             "-" if r.oldest_age_days is None else f"{r.oldest_age_days:.1f}",
+             r.last_run_at.strftime("%Y-%m-%d %H:%M") if r.last_run_at else "never",
+             r.last_outcome or "-", "OVERDUE" if r.overdue else "")
+            for r in rows
+        ],
+        styles=["yellow" if r.overdue else None for r in rows],
+    )  # fmt: skip
 
 
 @app.command("run")
+@errors.exit_policy(errors.JOB)
 def run_cmd(
     dry_run: bool = typer.Option(False, "--dry-run", help="Count what would go; delete nothing."),
     only: list[str] = typer.Option(None, "--only", help="Only this policy (repeatable)."),
@@ -81,12 +91,14 @@ def run_cmd(
     the purge takes small batches and rests between them.
 
     Exit 0 done (or another host holds the job lock), 1 stopped at
-    --max-seconds with work left (the next run continues), 2 failed.
+    --max-seconds with work left (the next run continues), 2 failed
+    (including: the database is down, the policy file is wrong).
 
     JSON keys: run_id, dry_run, outcome, started_at, finished_at, error,
     vacuumed, policies[{name, deleted, bytes_reclaimed, eligible_before,
     remaining, batches, seconds, error}].
     """
+    _policies_ok(policy_file)
     _setup(database_url)
     from backend.ops import retention
 
@@ -103,18 +115,15 @@ def run_cmd(
         elif not as_json:
             print(f"retention {name}: deleted {done} of {total}", flush=True)
 
-    try:
-        if tty and not dry_run:
-            from rich.progress import Progress
+    if tty and not dry_run:
+        from rich.progress import Progress
 
-            with Progress(console=out) as progress_bar:
-                report = retention.run(dry_run, only, batch_size, max_seconds, vacuum,
-                                       policy_file, progress)  # fmt: skip
-        else:
+        with Progress(console=out) as progress_bar:
             report = retention.run(dry_run, only, batch_size, max_seconds, vacuum,
                                    policy_file, progress)  # fmt: skip
-    except (ValueError, OSError) as exc:
-        raise CommandError(str(exc)) from None
+    else:
+        report = retention.run(dry_run, only, batch_size, max_seconds, vacuum,
+                               policy_file, progress)  # fmt: skip
     if as_json:
         emit_json(report)
     elif report.outcome == "locked":
@@ -131,7 +140,5 @@ def run_cmd(
         if report.outcome == "budget":
             out.print("stopped at the time budget; the rest goes next run", markup=False)
         if report.outcome == "failed":
-            from opsctl.output import err_console
-
             err_console().print(f"error: retention run failed: {report.error}", markup=False)
     raise typer.Exit(report.exit_code)

@@ -146,7 +146,9 @@ def test_status_and_cli(world, monkeypatch):
     r = run(app, ["retention", "run", "--dry-run", "--json", "--only", "audit_events"])
     assert r.exit_code == 0, r.output
     r = run(app, ["retention", "run", "--only", "nope"])
-    assert r.exit_code == 1 and "unknown policy" in r.stderr
+    # 1 means "stopped at the time budget"; a run that cannot start has failed: 2.
+    assert r.exit_code == 2 and "unknown policy" in r.stderr
+    assert r.stderr.count("\n") == 1
     r = run(app, ["retention", "status", "--json"])
     assert r.exit_code == 0 and {x["name"] for x in json.loads(r.stdout)} == set(EXPECTED)
 
@@ -159,6 +161,40 @@ def test_policy_file_overrides(tmp_path):
     assert policies["answer_journal"].period == dt.timedelta(days=60)
     with pytest.raises(ValueError, match="unknown policy"):
         load_overrides("[policies.nope]\ndays = 1\n", DEFAULTS)
+
+
+@pytest.mark.parametrize(
+    ("days", "why"),
+    [("true", "not bool"), ("1e10", "between 0 and 36500"), ("inf", "between 0 and 36500"),
+     ("nan", "between 0 and 36500"), ("-1", "between 0 and 36500"), ('"30"', "not str"),
+     ("[30]", "not list")],
+)  # fmt: skip
+def test_policy_file_days_must_be_a_real_number_of_days(days, why):
+    from backend.ops.errors import InvalidInput
+    from backend.ops.retention_policy import DEFAULTS, build, load_overrides
+
+    with pytest.raises(InvalidInput, match=why):
+        build(load_overrides(f"[policies.answer_journal]\ndays = {days}\n", DEFAULTS))
+
+
+def test_policy_file_errors_are_one_line_before_the_database(tmp_path):
+    from opsctl.cli import app
+
+    bad = tmp_path / "p.toml"
+    for text, needle in [("[policies.answer_journal]\ndays = true\n", "days must be a number"),
+                         ("[policies.answer_journal\n", "not valid TOML"),
+                         ("[policies.answer_journal]\nweeks = 2\n", "may set only days")]:  # fmt: skip
+        bad.write_text(text)
+        for args, code in ((["run"], 2), (["status"], 1)):
+            # A dead database: the policy file is checked first, so its error is the one shown.
+            r = CliRunner().invoke(
+                app, ["retention", *args, "--policy-file", str(bad),
+                      "--database-url", "postgresql://u@127.0.0.1:9/x"],
+            )  # fmt: skip
+            assert r.exit_code == code, r.output
+            assert needle in r.stderr and r.stderr.count("\n") == 1
+    r = CliRunner().invoke(app, ["retention", "run", "--policy-file", str(tmp_path / "none")])
+    assert r.exit_code == 2 and "cannot read policy file" in r.stderr
 
 
 @pytest.mark.django_db(transaction=True)

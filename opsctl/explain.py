@@ -14,12 +14,20 @@ from dataclasses import dataclass, field
 from opsctl.plan_advice import ColumnStats, Finding, TableInfo, advise
 from opsctl.plan_model import PlanNode, from_postgres, from_sqlite
 from opsctl.sqlsafety import (
+    Calls,
     Refused,
+    analyzable_calls,
     check_analyze,
     check_plain,
     number_placeholders,
+    refuse_volatile,
     single_statement,
 )
+
+# --analyze runs as this role: it reads everything (pg_read_all_data) and may signal, reset or
+# create nothing. scripts/pg-setup.sh creates it; without it --analyze is refused rather than
+# run with the connecting user's (often superuser) rights.
+ANALYZE_ROLE = "opsctl_explain"
 
 
 class DatabaseUnavailable(Exception):
@@ -136,7 +144,10 @@ def explain(
             vendor = conn.dialect.name
             raw_conn = conn.connection.driver_connection
             if vendor == "postgresql":
-                result = _explain_pg(raw_conn, statement, params, analyze, buffers, timeout_s)
+                calls = analyzable_calls(statement) if analyze else None
+                result = _explain_pg(
+                    raw_conn, statement, params, analyze, buffers, timeout_s, calls
+                )
             elif vendor == "sqlite":
                 result = _explain_sqlite(raw_conn, statement, params, timeout_s)
             else:
@@ -152,7 +163,43 @@ def explain(
         engine.dispose()
 
 
-def _explain_pg(raw, sql, params, analyze, buffers, timeout_s) -> ExplainResult:
+def _guard_analyze(cur, calls: Calls) -> None:
+    """Before --analyze executes: refuse volatile calls, then drop to the read-only role."""
+    names = sorted({name for _, name in calls.functions})
+    cur.execute(
+        "SELECT n.nspname, p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+        " WHERE p.provolatile = 'v' AND p.proname = ANY(%s)",
+        [names],
+    )
+    volatile = {(schema, name) for schema, name in cur.fetchall()}
+    cur.execute(
+        "SELECT o.oprname, n.nspname || '.' || p.proname || '()' FROM pg_operator o"
+        " JOIN pg_proc p ON p.oid = o.oprcode JOIN pg_namespace n ON n.oid = p.pronamespace"
+        " WHERE p.provolatile = 'v' AND o.oprname = ANY(%s)",
+        [sorted(calls.operators)],
+    )
+    operators = dict(cur.fetchall())
+    cur.execute("SELECT current_schemas(true)")
+    refuse_volatile(calls, volatile, operators, list(cur.fetchone()[0]))
+    cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [ANALYZE_ROLE])
+    if cur.fetchone() is None:
+        raise Refused(
+            f"--analyze runs as the read-only role {ANALYZE_ROLE}, which this server lacks; "
+            f"create it with scripts/pg-setup.sh (CREATE ROLE {ANALYZE_ROLE} NOLOGIN; "
+            f"GRANT pg_read_all_data TO {ANALYZE_ROLE})"
+        )
+    import psycopg
+
+    try:
+        cur.execute(f"SET LOCAL ROLE {ANALYZE_ROLE}")
+    except psycopg.errors.InsufficientPrivilege:
+        raise Refused(
+            f"--analyze runs as the role {ANALYZE_ROLE}, and this user may not switch to it: "
+            f"GRANT {ANALYZE_ROLE} TO <this user>"
+        ) from None
+
+
+def _explain_pg(raw, sql, params, analyze, buffers, timeout_s, calls=None) -> ExplainResult:
     import psycopg
 
     options = ["FORMAT JSON"]
@@ -166,7 +213,9 @@ def _explain_pg(raw, sql, params, analyze, buffers, timeout_s) -> ExplainResult:
     with raw.cursor() as cur:
         try:
             cur.execute("SET TRANSACTION READ ONLY")
-            cur.execute(f"SET LOCAL statement_timeout = {int(timeout_s * 1000)}")
+            cur.execute(f"SET LOCAL statement_timeout = {max(1, round(timeout_s * 1000))}")
+            if analyze:
+                _guard_analyze(cur, calls or analyzable_calls(sql))
             # prepare=True: the extended protocol, where the server refuses a second statement
             # whatever the text looks like (sqlparse and PostgreSQL can disagree on where a
             # string ends, e.g. 'a\'; COMMIT; DELETE ...'), so nothing can run after COMMIT.

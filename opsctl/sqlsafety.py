@@ -1,6 +1,15 @@
-"""What `opsctl explain` may run (pure: statement text in, a verdict out)."""
+"""What `opsctl explain` may run (pure: statement text in, a verdict out).
+
+``--analyze`` executes the statement, and a READ ONLY transaction does not stop a server
+function with side effects (``pg_terminate_backend``, ``pg_stat_reset``, replication slots).
+So the statement is parsed with PostgreSQL's own parser (pglast wraps libpg_query) and every
+function and operator it calls is listed; ``opsctl.explain`` looks their volatility up in
+``pg_proc`` and refuses any volatile one that is not on ``HARMLESS_VOLATILE``.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import sqlparse
 from sqlparse import tokens as T
@@ -28,6 +37,109 @@ def keywords(sql: str) -> list[str]:
         for t in stmt.flatten()
         if t.ttype in (T.Keyword.DML, T.Keyword.DDL, T.Keyword.CTE, T.Keyword)
     ]
+
+
+# Volatile in pg_catalog but with no effect beyond their own result.
+HARMLESS_VOLATILE = frozenset(
+    {"random", "random_normal", "clock_timestamp", "timeofday", "gen_random_uuid"}
+)
+
+
+@dataclass(frozen=True)
+class Calls:
+    """The functions (schema or None, name) and operators (name) a statement calls."""
+
+    functions: frozenset[tuple[str | None, str]]
+    operators: frozenset[str]
+
+
+def analyzable_calls(sql: str) -> Calls:
+    """Parse a statement that ``--analyze`` would run; refuse anything but a plain read and
+    return the calls it makes. ``sql`` may carry ``%s``/``?``/``$n`` placeholders."""
+    from pglast import ast, parse_sql
+    from pglast.parser import ParseError
+    from pglast.visitors import Visitor
+
+    numbered, _ = number_placeholders(sql)
+    try:
+        stmts = parse_sql(numbered)
+    except ParseError as exc:
+        raise Refused(f"PostgreSQL's parser refused the statement: {exc}") from None
+    if len(stmts) != 1:
+        raise Refused(f"{len(stmts)} statements given; explain one statement at a time")
+    top = stmts[0].stmt
+    if not isinstance(top, ast.SelectStmt):
+        kind = type(top).__name__.removesuffix("Stmt").upper() or "this"
+        raise Refused(
+            f"--analyze runs the statement, so it is allowed only for SELECT or "
+            f"WITH ... SELECT; this is {kind}"
+        )
+
+    functions: set[tuple[str | None, str]] = set()
+    operators: set[str] = set()
+    problems: list[str] = []
+
+    class _Walk(Visitor):
+        def visit_FuncCall(self, ancestors, node):
+            names = [n.sval for n in node.funcname]
+            functions.add((names[0] if len(names) > 1 else None, names[-1]))
+
+        def visit_A_Expr(self, ancestors, node):
+            for n in node.name or ():
+                if isinstance(n, ast.String):
+                    operators.add(n.sval)
+
+        def visit_SelectStmt(self, ancestors, node):
+            if node.intoClause is not None:
+                problems.append("SELECT ... INTO creates a table")
+            if node.lockingClause:
+                problems.append("SELECT ... FOR UPDATE/SHARE takes row locks")
+
+        def visit_InsertStmt(self, ancestors, node):
+            problems.append("it modifies data (INSERT)")
+
+        def visit_UpdateStmt(self, ancestors, node):
+            problems.append("it modifies data (UPDATE)")
+
+        def visit_DeleteStmt(self, ancestors, node):
+            problems.append("it modifies data (DELETE)")
+
+        def visit_MergeStmt(self, ancestors, node):
+            problems.append("it modifies data (MERGE)")
+
+    _Walk()(top)
+    if problems:
+        raise Refused(f"--analyze runs the statement, and {problems[0]}")
+    return Calls(frozenset(functions), frozenset(operators))
+
+
+def refuse_volatile(
+    calls: Calls,
+    volatile_functions: set[tuple[str, str]],
+    volatile_operators: dict[str, str],
+    search_path: list[str],
+) -> None:
+    """Refuse a statement calling a volatile function or operator. ``volatile_functions`` holds
+    the (schema, name) of every volatile function the server has under the names called;
+    ``volatile_operators`` maps operator names to the volatile function behind them; an
+    unqualified call may reach any schema on ``search_path`` (``current_schemas(true)``)."""
+    bad = []
+    for schema, name in sorted(calls.functions, key=lambda c: (c[0] or "", c[1])):
+        for vschema, vname in sorted(volatile_functions):
+            if vname != name:
+                continue
+            if (schema or vschema) != vschema or (schema is None and vschema not in search_path):
+                continue
+            if vschema == "pg_catalog" and name in HARMLESS_VOLATILE:
+                continue
+            bad.append(f"{vschema}.{vname}()")
+    bad += [f"operator {op} ({fn})" for op, fn in sorted(volatile_operators.items())]
+    if bad:
+        shown = ", ".join(dict.fromkeys(bad))
+        raise Refused(
+            f"--analyze would execute {shown}, which is volatile (it may have side effects "
+            "that a read-only, rolled-back transaction does not undo); run plain EXPLAIN instead"
+        )
 
 
 def check_analyze(sql: str) -> None:
@@ -62,7 +174,8 @@ def number_placeholders(sql: str) -> tuple[str, int]:
     """The statement with ``%s`` / ``?`` placeholders numbered ``$1``, ``$2``... (``$n`` kept),
     the form PREPARE takes, and how many parameters it has. A Django statement doubles a
     literal ``%`` when it has placeholders; PREPARE takes it single."""
-    tokens = list(sqlparse.parse(sql)[0].flatten()) if sql.strip() else []
+    # Every statement's tokens: the text handed on must be the whole text, never a prefix.
+    tokens = [t for stmt in sqlparse.parse(sql) for t in stmt.flatten()] if sql.strip() else []
     positional = any(t.ttype is T.Name.Placeholder and t.value == "%s" for t in tokens)
     out, count, highest = [], 0, 0
     for tok in tokens:

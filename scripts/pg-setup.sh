@@ -25,3 +25,15 @@ fi
 for db in template1 "$(psql "$URL" -Atqc 'select current_database()')"; do
   psql "${URL%/*}/$db" -qc "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" 2>/dev/null || true
 done
+# `opsctl explain --analyze` executes the statement as this role: it can read every table
+# (pg_read_all_data) and cannot signal backends, reset statistics or create replication slots.
+# Roles are per cluster, so test databases created later see it too.
+psql "$URL" -q <<'SQL'
+DO $$
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'opsctl_explain') THEN
+    CREATE ROLE opsctl_explain NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION;
+  END IF;
+END $$;
+GRANT pg_read_all_data TO opsctl_explain;
+SQL

@@ -25,7 +25,9 @@ def command(
     ),
     top: int = typer.Option(None, "--top", min=1, help="Explain the N costliest fingerprints."),
     since: str = typer.Option("1h", "--since", help="Window for --fingerprint / --top."),
-    timeout: float = typer.Option(10.0, "--timeout", help="Statement timeout in seconds."),
+    timeout: str = typer.Option(
+        "10s", "--timeout", help="Statement timeout: a duration of at least 1ms (500ms, 10s, 1m)."
+    ),
     telemetry_dir: Path = typer.Option(None, "--telemetry-dir", envvar="OPS_TELEMETRY_DIR"),
     database_url: str = typer.Option(
         None,
@@ -45,11 +47,13 @@ def command(
     accepted by plan visualisers), findings[{severity, node_id, node, problem, evidence, action}].
     """
     from backend.config import database_url as default_url
+    from opsctl import options
     from opsctl.explain import DatabaseUnavailable, explain
     from opsctl.sqlsafety import Refused
 
     if fmt not in {"text", "json"}:
         raise CommandError("--format must be text or json")
+    timeout_s = options.duration(timeout, "--timeout").total_seconds()
     as_json = as_json or fmt == "json"
     try:
         bound = json.loads(params) if params else None
@@ -61,7 +65,7 @@ def command(
     for stmt, stmt_params in statements:
         try:
             results.append(explain(url, stmt, bound if bound is not None else stmt_params,
-                                   analyze, buffers, timeout))  # fmt: skip
+                                   analyze, buffers, timeout_s))  # fmt: skip
         except (Refused, DatabaseUnavailable) as exc:
             raise CommandError(str(exc), 2 if isinstance(exc, Refused) else 1) from None
     if as_json:

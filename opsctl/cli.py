@@ -55,6 +55,7 @@ COMMAND_MODULES: list[tuple[str, str]] = [
     ("vacuum", "opsctl.commands.vacuum"),
     ("top", "opsctl.commands.top"),
     ("loadtest", "opsctl.commands.loadtest"),
+    ("rehearse", "opsctl.commands.rehearse"),
 ]
 
 

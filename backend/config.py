@@ -50,3 +50,37 @@ def mask_url(url: str) -> str:
         user = creds.split(":", 1)[0]
         return f"{scheme}://{user}:***@{host}"
     return url
+
+
+# Signs leaderboard cursors. Public, so it may serve only a DEBUG server: backend/wsgi.py
+# refuses to serve with it otherwise.
+DEV_SECRET_KEY = "django-insecure-dev-key-set-SECRET_KEY-in-production"
+
+
+def secret_key_file() -> Path:
+    return var_dir() / "secret_key"
+
+
+def secret_key() -> str:
+    """SECRET_KEY from the environment, else the key `make run` generated under var/, else
+    the public development key (which only DEBUG may serve with)."""
+    key = os.environ.get("SECRET_KEY", "").strip()
+    if key:
+        return key
+    try:
+        return secret_key_file().read_text().strip() or DEV_SECRET_KEY
+    except OSError:
+        return DEV_SECRET_KEY
+
+
+def ensure_secret_key_file() -> Path:
+    """The embedded default's key: generated once, readable by its owner only."""
+    import secrets
+
+    path = secret_key_file()
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(50) + "\n")
+    return path

@@ -44,6 +44,7 @@ def main() -> int:
     os.environ.setdefault("PAPER_DELIVERY", "direct")  # no nginx in front on a laptop
     bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
     os.environ["GUNICORN_BIND"] = bind
+    config.ensure_secret_key_file()
     ext, token, exam_id = prepare()
     url = f"http://{bind}"
     print()

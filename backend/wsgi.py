@@ -6,10 +6,19 @@ import os
 
 import django
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.handlers.wsgi import WSGIHandler
+
+from backend import config
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.settings")
 django.setup(set_prefix=False)
+if not settings.DEBUG and settings.SECRET_KEY == config.DEV_SECRET_KEY:
+    # Anyone can sign leaderboard cursors with the public key: refuse to serve with it.
+    raise ImproperlyConfigured(
+        "SECRET_KEY is not set: set it in the environment (e.g. /etc/exam/backend.env) or run "
+        "with DEBUG=1 for development; `make run` keeps one under var/"
+    )
 if settings.TELEMETRY_ENABLED:
     from backend.ops import telemetry
 

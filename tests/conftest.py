@@ -13,6 +13,10 @@ import os
 
 import pytest
 
+# Servers the tests start (gunicorn hosts, nginx rehearsals) inherit this; a server outside
+# DEBUG refuses the public development key.
+os.environ.setdefault("SECRET_KEY", "tests-only-secret-key-" + "x" * 40)
+
 DB_FIXTURES = {"database_url", "transactional_db", "db", "django_db_setup", "live_gunicorn"}
 
 

@@ -8,6 +8,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 
@@ -70,7 +72,14 @@ def parse_json_body(request: HttpRequest) -> dict:
     if request.content_type and request.content_type != "application/json":
         raise ApiError(415, "send the body as application/json")
     try:
-        body = json.loads(request.body or b"")
+        raw = request.body
+    except RequestDataTooBig:
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        raise ApiError(
+            413, f"the body is larger than the {limit // 1024} KiB limit", limit_bytes=limit
+        ) from None
+    try:
+        body = json.loads(raw or b"")
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"malformed JSON body: {exc}") from None
     except RecursionError:

@@ -39,14 +39,42 @@ def parse_limit(raw: str | None) -> int:
     return limit
 
 
-def _decode(cursor: str, exam_id: int, ranked_by: str) -> dict:
+@dataclass(frozen=True)
+class _Cursor:
+    score: float
+    when: dt.datetime
+    last_id: int
+    position: int
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _decode(cursor: str, exam_id: int, ranked_by: str) -> _Cursor:
+    """A cursor this server signed, checked field by field: a valid signature over a payload
+    of the wrong shape (a leaked key, an old format) is the client's 400, never a 500."""
     try:
         data = signing.loads(cursor, salt=_SALT)
     except signing.BadSignature:
         raise ApiError(400, "invalid cursor: it was altered or belongs to another server") from None
+    except (ValueError, UnicodeDecodeError, TypeError):  # signed bytes that are not JSON
+        data = None
+    if not isinstance(data, dict):
+        raise ApiError(400, "invalid cursor: malformed payload")
     if data.get("e") != exam_id or data.get("m") != ranked_by:
         raise ApiError(400, "invalid cursor: it belongs to another leaderboard")
-    return data
+    score, when, last_id, position = (data.get(k) for k in ("s", "t", "i", "n"))
+    score_ok = _is_int(score) or (ranked_by == "scaled_score" and isinstance(score, float))
+    if not (score_ok and _is_int(last_id) and _is_int(position) and last_id >= 0 and position >= 0):
+        raise ApiError(400, "invalid cursor: malformed payload")
+    try:
+        parsed = dt.datetime.fromisoformat(when) if isinstance(when, str) else None
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise ApiError(400, "invalid cursor: malformed payload")
+    return _Cursor(score, parsed, last_id, position)
 
 
 CACHE_SECONDS = 5
@@ -81,7 +109,7 @@ def _page(exam_id: int, limit: int, cursor: str | None) -> Page:
     position = 0
     if cursor:
         c = _decode(cursor, exam_id, ranked_by)
-        score, when, last_id, position = c["s"], dt.datetime.fromisoformat(c["t"]), c["i"], c["n"]
+        score, when, last_id, position = c.score, c.when, c.last_id, c.position
         # The redundant `score <= last` gives the index a range to start from; the OR
         # alone would be a filter over every row ranked above the cursor.
         qs = qs.filter(**{f"{field}__lte": score}).filter(

@@ -272,21 +272,21 @@ def results_for_student(session_id: int, token_hash: str, now: dt.datetime | Non
         raise ApiError(409, "results are available after the session is submitted")
     key = answer_keys.answer_key(session.exam_id)
     answers = {(a.question, a.part): a for a in Answer.objects.filter(session_id=session.id)}
-    # The key itself is shown only once the exam window has closed, so it cannot be passed on.
+    # While the window is open others are still sitting: which answers were right (and the
+    # key) would pass straight to them. Until it closes, only the student's own answers and
+    # score; after, each question's verdict and the correct answer.
     reveal = now >= session.exam.ends_at
     questions = []
     for (q, p), correct in sorted(key.items()):
         a = answers.get((q, p))
-        item = {
-            "question": q,
-            "part": p,
-            "answer": a.value if a else None,
-            "correct": bool(a and a.is_correct),
-        }
+        item = {"question": q, "part": p, "answer": a.value if a else None}
         if reveal:
+            item["correct"] = bool(a and a.is_correct)
             item["correct_answer"] = correct
         questions.append(item)
     return {
+        "revealed": reveal,
+        "reveal_at": session.exam.ends_at,
         "session_id": session.id,
         "exam_id": session.exam_id,
         "status": session.status,

@@ -237,10 +237,72 @@ def test_submit_scores_once_and_is_idempotent(client, ada, session_id):
     assert again.json()["raw_score"] == 2
     res = client.get(f"/api/sessions/{session_id}/results/", **auth(tok))
     assert res.status_code == 200
-    qs = {(q["question"], q["part"]): q for q in res.json()["questions"]}
-    assert qs[(1, "")]["correct"] is True and qs[(2, "b")]["correct"] is False
-    assert qs[(3, "")]["answer"] is None
-    assert "correct_answer" not in qs[(1, "")]  # window still open: the key stays hidden
+    body = res.json()
+    assert body["raw_score"] == 2 and body["revealed"] is False
+    # Window still open: others are sitting, so no verdicts and no key, only own answers.
+    assert body["questions"] == [
+        {"question": 1, "part": "", "answer": " 42.0 "},
+        {"question": 2, "part": "a", "answer": "paris"},
+        {"question": 2, "part": "b", "answer": "6"},
+        {"question": 3, "part": "", "answer": None},
+    ]
+
+
+def test_results_show_verdicts_and_key_once_the_window_closes(client, ada, exam, session_id):
+    tok = ada[1]
+    save(client, session_id, tok, question=1, answer="42", seq=1)
+    save(client, session_id, tok, question=2, part="b", answer="6", seq=1)
+    post(client, f"/api/sessions/{session_id}/submit/", {}, tok)
+    type(exam).objects.filter(pk=exam.id).update(ends_at=timezone.now() - dt.timedelta(seconds=1))
+    body = client.get(f"/api/sessions/{session_id}/results/", **auth(tok)).json()
+    assert body["revealed"] is True and body["raw_score"] == 1
+    qs = {(q["question"], q["part"]): q for q in body["questions"]}
+    assert qs[(1, "")] == {"question": 1, "part": "", "answer": "42", "correct": True,
+                           "correct_answer": "42"}  # fmt: skip
+    assert qs[(2, "b")]["correct"] is False and qs[(2, "b")]["correct_answer"] == "5"
+    assert qs[(3, "")] == {"question": 3, "part": "", "answer": None, "correct": False,
+                           "correct_answer": "x"}  # fmt: skip
+
+
+def test_a_body_over_the_limit_is_413_json_naming_the_limit(client, ada, session_id):
+    big = json.dumps({"question": 1, "answer": "x" * (10 * 1024 * 1024)})
+    r = post(client, f"/api/sessions/{session_id}/answers/", None, ada[1], raw=big)
+    assert r.status_code == 413
+    assert r.json() == {"error": "the body is larger than the 64 KiB limit", "limit_bytes": 65536}
+    assert not Answer.objects.filter(session_id=session_id).exists()
+
+
+def _forged_cursor(payload) -> str:
+    from django.core import signing
+
+    from backend.exams.leaderboard import _SALT
+
+    return signing.dumps(payload, salt=_SALT, compress=True)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        [1, 2, 3],
+        "a string",
+        {"e": "EXAM", "m": "raw_score"},
+        {"e": "EXAM", "m": "raw_score", "s": "x", "t": "2026-01-01T00:00:00+00:00", "i": 1, "n": 1},
+        {"e": "EXAM", "m": "raw_score", "s": 3, "t": "not a time", "i": 1, "n": 1},
+        {"e": "EXAM", "m": "raw_score", "s": 3, "t": "2026-01-01T00:00:00", "i": 1, "n": 1},
+        {"e": "EXAM", "m": "raw_score", "s": 3, "t": "2026-01-01T00:00:00+00:00", "i": [], "n": 1},
+        {"e": "EXAM", "m": "raw_score", "s": 3, "t": 5, "i": 1, "n": -1},
+    ],
+)
+def test_leaderboard_cursor_with_a_good_signature_and_a_bad_payload_is_400(
+    client, ada, exam, payload
+):
+    if isinstance(payload, dict) and payload.get("e") == "EXAM":
+        payload = {**payload, "e": exam.id}
+    r = client.get(
+        f"/api/leaderboard/?exam={exam.id}&cursor={_forged_cursor(payload)}", **auth(ada[1])
+    )
+    assert r.status_code == 400
+    assert r.json()["error"].startswith("invalid cursor")
 
 
 def test_results_while_in_progress_is_409(client, ada, session_id):

@@ -9,7 +9,7 @@ export OPS_TEST_DATABASE_URL
 # Benchmarks get a database of their own on the same server (created and migrated by the runner).
 OPS_BENCH_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/exam_bench
 
-.PHONY: run test test-sqlite test-postgres lint format bench seed clean
+.PHONY: run test test-sqlite test-postgres lint format bench seed clean rehearse
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,7 @@ test-sqlite: $(STAMP)
 
 test-postgres: $(STAMP)
 	@scripts/pg-setup.sh "$(OPS_TEST_DATABASE_URL)"
+	@scripts/ensure-debs.sh nginx
 	DATABASE_URL=$(OPS_TEST_DATABASE_URL) $(PY) -m pytest -p no:cacheprovider
 
 lint: $(STAMP)
@@ -47,6 +48,11 @@ bench: $(STAMP)
 	@command -v wrk >/dev/null || (apt-get install -y wrk >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y wrk >/dev/null))
 	@mkdir -p var/bench
 	DATABASE_URL=$(OPS_BENCH_DATABASE_URL) $(PY) -m tests.bench.run $(ONLY)
+
+## rehearse: nginx + 2 app hosts on PostgreSQL, exam-day load and drills, one report
+rehearse: $(STAMP)
+	@scripts/ensure-debs.sh nginx
+	$(VENV)/bin/opsctl rehearse --database-url "$(OPS_TEST_DATABASE_URL)" $(ARGS)
 
 clean:
 	rm -rf $(VENV) var/test_exam.sqlite3* var/test.sqlite3*

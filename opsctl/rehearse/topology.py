@@ -63,8 +63,12 @@ def _wait(predicate: Callable[[], bool], timeout: float, what: str, proc=None, l
 def _tail(log: Path | None) -> str:
     if not log or not log.exists():
         return ""
-    lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
-    return f" (last log line: {lines[-1].strip()})" if lines else ""
+    lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    # The exception that stopped it says more than the last line ("Worker failed to boot").
+    errors = [ln for ln in lines if re.match(r"^[\w.]+(Error|Exception|Configured|Exit)\b", ln)]
+    if errors:
+        return f" ({errors[-1][:300]}; log: {log})"
+    return f" (last log line: {lines[-1][:300]}; log: {log})" if lines else ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,6 +223,7 @@ class AppHost:
         media_dir: Path,
         workers: int,
         threads: int,
+        secret_key: str,
     ) -> None:
         self.name = name
         self.var_dir = workdir / f"host-{name}"
@@ -233,6 +238,8 @@ class AppHost:
         self.env = {
             **os.environ,
             "DATABASE_URL": database_url,
+            # One key for every host: a leaderboard cursor signed on one verifies on another.
+            "SECRET_KEY": secret_key,
             "OPS_VAR_DIR": str(self.var_dir),
             "OPS_TELEMETRY_DIR": str(telemetry_dir),
             # Each host is its own instance in the telemetry (the OpenTelemetry resource).
@@ -376,6 +383,7 @@ class Topology:
         self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="exam-rehearsal-"))
         self.dbname = f"exam_rehearsal_{secrets.token_hex(4)}"
+        self.secret_key = secrets.token_urlsafe(50)
         self.database_url = _with_db(self.server_url, self.dbname)
         self.shared = self.workdir / "shared"  # paper storage (OPS_VAR_DIR of the seeding host)
         self.telemetry_dir = self.workdir / "telemetry"  # where a Collector's file exporter writes
@@ -402,6 +410,7 @@ class Topology:
                     self.shared / "media",
                     self.workers,
                     self.threads,
+                    self.secret_key,
                 )
                 self.progress(f"starting host {name} on {host.address}")
                 host.start()
@@ -485,6 +494,7 @@ class Topology:
                 "DATABASE_URL": self.database_url,
                 "OPS_VAR_DIR": str(self.shared),
                 "OPS_TELEMETRY": "0",
+                "SECRET_KEY": self.secret_key,
                 "PYTHONPATH": str(REPO_ROOT),
             },
             capture_output=True,

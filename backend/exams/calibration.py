@@ -136,7 +136,44 @@ def _num(v) -> float | None:
     return None if v is None or math.isnan(v) else round(float(v), 6)
 
 
+RUNNING = "running"  # in the ledger while a run works; "abandoned" once its lock is free
+
+
+def run_lock(exam_id: int) -> str:
+    return f"calibration-{exam_id}"
+
+
 def calibrate_exam(
+    exam_id: int, dry_run: bool = False, actor: str | None = None
+) -> CalibrationSummary:
+    """Calibrate under the exam's job lock with a "running" ledger row, so a process killed
+    mid-run (kill -9) leaves a run that shows as abandoned (a failure), not nothing."""
+    from backend.ops.locks import LockHeld, job_lock
+
+    if dry_run or not Exam.objects.filter(pk=exam_id).exists():
+        return _calibrate_exam(exam_id, dry_run, actor)
+    try:
+        with job_lock(run_lock(exam_id)):
+            ledger = CalibrationRun.objects.create(
+                exam_id=exam_id, outcome=RUNNING, actor=actor or audit.default_actor()
+            )
+            try:
+                summary = _calibrate_exam(exam_id, dry_run, actor)
+            except CalibrationRefused:  # refused, or a failure it recorded itself
+                ledger.delete()
+                raise
+            except Exception as exc:
+                ledger.outcome, ledger.finished_at = CalibrationRun.FAILED, timezone.now()
+                ledger.error = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+                ledger.save(update_fields=["outcome", "finished_at", "error"])
+                raise
+            ledger.delete()  # the run stored its own row
+            return summary
+    except LockHeld:
+        raise CalibrationRefused(f"exam {exam_id} is being calibrated by another process") from None
+
+
+def _calibrate_exam(
     exam_id: int, dry_run: bool = False, actor: str | None = None
 ) -> CalibrationSummary:
     import numpy as np
@@ -251,6 +288,8 @@ def calibrate_exam(
 
 
 def calibration_status(exam_id: int | None = None) -> list[ExamCalibrationStatus]:
+    from backend.ops.locks import outcome_now
+
     now = timezone.now()
     exams = Exam.objects.order_by("id")
     if exam_id is not None:
@@ -270,7 +309,7 @@ def calibration_status(exam_id: int | None = None) -> list[ExamCalibrationStatus
                 current_run_id=current.id if current else None,
                 calibrated_at=current.finished_at.isoformat() if current else None,
                 reliability=current.reliability if current else None,
-                last_outcome=last.outcome if last else None,
+                last_outcome=outcome_now(last.outcome, run_lock(exam.id)) if last else None,
                 needs_calibration=closed
                 and current is None
                 and scored >= settings.RASCH_MIN_SESSIONS,

@@ -29,23 +29,36 @@ def register(meter) -> None:
             yield Observation((timezone.now() - last.started_at).total_seconds())
 
     def retention_failed(_options):
+        from backend.ops.locks import outcome_now
         from backend.ops.models import RetentionRun
+        from backend.ops.retention import FAILED_OUTCOMES, LOCK
 
         try:
             last = RetentionRun.objects.filter(dry_run=False).order_by("-started_at").first()
+            # A run killed with kill -9 stays "running" in the ledger; without its lock it
+            # is abandoned, and that is a failure.
+            outcome = outcome_now(last.outcome, LOCK) if last is not None else None
         except Exception:
             return
         if last is not None:
-            yield Observation(1 if last.outcome == "failed" else 0)
+            yield Observation(1 if outcome in FAILED_OUTCOMES else 0)
 
     def calibration_failed(_options):
         from django.utils import timezone
 
+        from backend.exams.calibration import RUNNING, run_lock
         from backend.exams.models import CalibrationRun
+        from backend.ops.locks import is_held
 
         try:
             since = timezone.now() - dt.timedelta(hours=24)
-            n = CalibrationRun.objects.filter(outcome="failed", started_at__gte=since).count()
+            recent = CalibrationRun.objects.filter(started_at__gte=since)
+            n = recent.filter(outcome="failed").count()
+            # A run killed mid-way stays "running"; without its lock it was abandoned.
+            n += sum(
+                not is_held(run_lock(exam_id))
+                for exam_id in recent.filter(outcome=RUNNING).values_list("exam_id", flat=True)
+            )
         except Exception:
             return
         yield Observation(n)

@@ -23,6 +23,52 @@ class LockHeld(Exception):
     """Another process holds the job lock."""
 
 
+# What a run recorded as "running" is when its job lock is free: its process died (kill -9,
+# OOM, a host lost) before it could record how it ended. It counts as a failure.
+ABANDONED = "abandoned"
+
+
+def is_held(name: str) -> bool:
+    """Whether some process holds the job lock ``name`` now, without taking it.
+
+    PostgreSQL: ``pg_locks`` lists the advisory lock (a bigint key is held as classid = high
+    32 bits, objid = low 32 bits, objsubid = 1). SQLite: a shared flock taken and released at
+    once succeeds only when no one holds the exclusive one.
+    """
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        key = _key(name) & 0xFFFFFFFFFFFFFFFF
+        with connection.cursor() as cur:
+            cur.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+                "AND classid::bigint = %s AND objid::bigint = %s AND objsubid = 1",
+                [key >> 32, key & 0xFFFFFFFF],
+            )
+            return cur.fetchone()[0] > 0
+    path = config.var_dir() / "locks" / f"{name}.lock"
+    if not path.exists():
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def outcome_now(outcome: str, lock_name: str) -> str:
+    """A recorded outcome as it stands now: "running" without its lock held is abandoned."""
+    if outcome == "running" and not is_held(lock_name):
+        return ABANDONED
+    return outcome
+
+
 def _key(name: str) -> int:
     # Stable across processes and hosts (Python's hash() is randomised per process).
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)

@@ -28,11 +28,14 @@ from django.utils import timezone
 from backend import config
 from backend.ops import audit
 from backend.ops.errors import InvalidInput
-from backend.ops.locks import LOCK_APPLICATION_NAME, LockHeld, job_lock
+from backend.ops.locks import ABANDONED, LOCK_APPLICATION_NAME, LockHeld, job_lock, outcome_now
 from backend.ops.models import RetentionRun
 from backend.ops.retention_policy import DEFAULTS, Policy, build, read_policy_file
 
 SCORED = ("submitted", "expired")
+LOCK = "retention"
+# Outcomes that mean a run did not do its work (an alert and `retention status` say so).
+FAILED_OUTCOMES = {"failed", ABANDONED}
 
 
 @dataclass
@@ -51,7 +54,7 @@ class PolicyResult:
 class RunReport:
     run_id: int | None
     dry_run: bool
-    outcome: str  # ok | budget | failed | locked
+    outcome: str  # ok | budget | failed | locked (the ledger also has running | abandoned)
     started_at: dt.datetime
     finished_at: dt.datetime | None
     policies: list[PolicyResult] = field(default_factory=list)
@@ -74,6 +77,7 @@ class PolicyStatus:
     last_run_at: dt.datetime | None
     last_outcome: str | None
     overdue: bool
+    last_failed: bool = False  # the last run failed or was abandoned (its process died)
 
 
 def policies(policy_file: str | None = None) -> list[Policy]:
@@ -357,8 +361,17 @@ def run(
         report.finished_at = timezone.now()
         return report
     try:
-        with job_lock("retention"):
-            record = RetentionRun.objects.create(host=socket.gethostname(), dry_run=False)
+        with job_lock(LOCK):
+            # Holding the lock, any run still recorded as running is dead: say so for good.
+            RetentionRun.objects.filter(outcome="running").update(
+                outcome=ABANDONED,
+                error="its process ended without recording an outcome (killed?)",
+            )
+            # The policies it covers are recorded up front, so a run killed half-way still
+            # shows against each of them in `retention status`.
+            record = RetentionRun.objects.create(
+                host=socket.gethostname(), dry_run=False, policies={p.name: {} for p in chosen}
+            )
             report.run_id = record.id
             deadline = time.monotonic() + (max_seconds or float("inf"))
             try:
@@ -424,8 +437,14 @@ def status(policy_file: str | None = None, now: dt.datetime | None = None) -> li
     last_runs = list(RetentionRun.objects.filter(dry_run=False).order_by("-started_at")[:50])
     overdue_after = dt.timedelta(hours=settings.RETENTION_OVERDUE_HOURS)
     out = []
+    newest_running = True
+    for r in last_runs:  # newest first: only the newest running run can still be alive
+        if r.outcome == "running":
+            r.outcome = outcome_now(r.outcome, LOCK) if newest_running else ABANDONED
+            newest_running = False
     for p in policies(policy_file):
-        run = next((r for r in last_runs if p.name in (r.policies or {})), None)
+        # A run that died before its policies were recorded covers every policy.
+        run = next((r for r in last_runs if p.name in (r.policies or {}) or not r.policies), None)
         last_ok = next(
             (r for r in last_runs if p.name in (r.policies or {}) and r.outcome == "ok"), None
         )
@@ -443,6 +462,7 @@ def status(policy_file: str | None = None, now: dt.datetime | None = None) -> li
                 run.started_at if run else None,
                 run.outcome if run else None,
                 overdue,
+                bool(run and run.outcome in FAILED_OUTCOMES),
             )
         )
     return out

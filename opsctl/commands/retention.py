@@ -42,18 +42,23 @@ def status_cmd(
     """Per policy: period, rows eligible now, oldest row's age, last run, overdue.
 
     A run whose process died (its job lock is free but it never finished) shows as
-    "abandoned" and counts as failed. Exit 0 shown, 1 failed (database, policy file).
+    "abandoned" and counts as failed.
+
+    Exit 0 shown and the last runs succeeded, 1 could not be shown (database, policy
+    file), 2 shown, and a policy's last run failed or was abandoned.
 
     JSON keys: name, target, period_days, guard, eligible_now, oldest_age_days,
-    last_run_at, last_outcome, overdue."""
+    last_run_at, last_outcome (ok, budget, failed, running, abandoned), overdue,
+    last_failed."""
     _policies_ok(policy_file)
     _setup(database_url)
     from backend.ops import retention
 
     rows = retention.status(policy_file)
+    code = 2 if any(r.last_failed for r in rows) else 0
     if as_json:
         emit_json(rows)
-        return
+        raise typer.Exit(code)
     print_table(
         "retention",
         ("policy", "period", "eligible now", "oldest (days)", "last run", "outcome", ""),
@@ -64,8 +69,9 @@ def status_cmd(
              r.last_outcome or "-", "OVERDUE" if r.overdue else "")
             for r in rows
         ],
-        styles=["yellow" if r.overdue else None for r in rows],
+        styles=["red" if r.last_failed else "yellow" if r.overdue else None for r in rows],
     )  # fmt: skip
+    raise typer.Exit(code)
 
 
 @app.command("run")

@@ -263,3 +263,80 @@ def test_quiet_database_gets_whole_batches(world, settings):
     report = retention.run(now=NOW, batch_size=1000, only=["answer_journal"])
     result = _by_name(report)["answer_journal"]
     assert result.deleted == 6 and result.batches == 1
+
+
+class _Meter:
+    """Collects the observable gauges' callbacks, as the OpenTelemetry SDK would call them."""
+
+    def __init__(self):
+        self.callbacks = {}
+
+    def create_observable_gauge(self, name, callbacks, **_kw):
+        self.callbacks[name] = callbacks[0]
+
+    def read(self, name):
+        return [o.value for o in self.callbacks[name](None)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_killed_with_kill_9_is_abandoned_and_counts_as_failed(monkeypatch):
+    """A real process takes the job lock and records a run, then dies by SIGKILL: while it
+    lives the run is "running"; after, "abandoned": failed in status, the gauge and the exit
+    code, and the next run records it as abandoned for good."""
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    from backend.ops import job_metrics
+    from opsctl.cli import app
+    from tests.e2e.gunicorn_server import ROOT, django_database_url
+
+    meter = _Meter()
+    job_metrics.register(meter)
+    url = django_database_url()
+    code = textwrap.dedent("""
+        import os, sys, time
+        os.environ["DATABASE_URL"] = sys.argv[1]
+        from opsctl.service import setup_django
+        setup_django()
+        from backend.ops.locks import job_lock
+        from backend.ops.models import RetentionRun
+        with job_lock("retention"):
+            RetentionRun.objects.create(dry_run=False, policies={"audit_events": {}})
+            print("holding", flush=True)
+            time.sleep(300)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code, url], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stdout.readline().strip() == "holding"
+        by = {s.name: s for s in retention.status()}
+        assert by["audit_events"].last_outcome == "running"
+        assert not by["audit_events"].last_failed
+        assert meter.read("exam.retention.last_run_failed") == [0]
+    finally:
+        proc.kill()
+        proc.wait()
+    # PostgreSQL ends the dead connection's session (and its advisory lock) when it sees the
+    # socket close: give it a moment.
+    deadline = time.monotonic() + 20
+    while True:
+        by = {s.name: s for s in retention.status()}
+        if by["audit_events"].last_outcome == "abandoned" or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert by["audit_events"].last_outcome == "abandoned" and by["audit_events"].last_failed
+    assert meter.read("exam.retention.last_run_failed") == [1]
+    monkeypatch.setenv("DATABASE_URL", url)
+    r = CliRunner().invoke(app, ["retention", "status", "--json"])
+    assert r.exit_code == 2, r.output
+    assert {x["name"]: x["last_outcome"] for x in json.loads(r.stdout)}["audit_events"] == (
+        "abandoned"
+    )
+    report = retention.run(only=["audit_events"])
+    assert report.outcome == "ok"
+    assert list(RetentionRun.objects.order_by("started_at").values_list("outcome", flat=True)) == [
+        "abandoned", "ok",
+    ]  # fmt: skip
+    assert meter.read("exam.retention.last_run_failed") == [0]

@@ -1,0 +1,93 @@
+"""Job ledgers under kill -9: a run recorded as running whose job lock is free is abandoned,
+and counts as failed (status, gauges, exit codes). Calibration here; retention's real
+SIGKILL test is in test_retention.py."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+
+import pytest
+from django.utils import timezone
+from typer.testing import CliRunner
+
+from backend.exams.calibration import (
+    RUNNING,
+    CalibrationRefused,
+    calibrate_exam,
+    calibration_status,
+    run_lock,
+)
+from backend.exams.models import CalibrationRun
+from backend.exams.seed import create_exam, create_students, simulate_sessions
+from backend.ops import job_metrics
+from backend.ops.locks import is_held, job_lock
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class _Meter:
+    def __init__(self):
+        self.callbacks = {}
+
+    def create_observable_gauge(self, name, callbacks, **_kw):
+        self.callbacks[name] = callbacks[0]
+
+    def read(self, name):
+        return [o.value for o in self.callbacks[name](None)]
+
+
+def _exam():
+    rng = random.Random(5)
+    now = timezone.now()
+    exam = create_exam(
+        "Closed", now - dt.timedelta(days=1, hours=3), now - dt.timedelta(days=1),
+        questions=8, rng=rng,
+    )  # fmt: skip
+    simulate_sessions(exam, create_students(30, prefix="led", rng=rng), rng, submitted=True)
+    return exam
+
+
+def test_is_held_sees_a_lock_without_taking_it():
+    assert not is_held("ledger-test")
+    with job_lock("ledger-test"):
+        assert is_held("ledger-test")
+    assert not is_held("ledger-test")
+
+
+def test_a_dead_calibration_run_is_abandoned_and_counted_as_failed():
+    exam = _exam()
+    meter = _Meter()
+    job_metrics.register(meter)
+    assert meter.read("exam.calibration.failed_runs") == [0]
+    CalibrationRun.objects.create(exam=exam, outcome=RUNNING)  # what kill -9 leaves behind
+    with job_lock(run_lock(exam.id)):  # its process still alive: running, not a failure
+        assert calibration_status(exam.id)[0].last_outcome == "running"
+        assert meter.read("exam.calibration.failed_runs") == [0]
+        with pytest.raises(CalibrationRefused, match="being calibrated by another process"):
+            calibrate_exam(exam.id)
+    assert calibration_status(exam.id)[0].last_outcome == "abandoned"
+    assert meter.read("exam.calibration.failed_runs") == [1]
+
+
+def test_a_finished_calibration_leaves_only_its_own_run():
+    exam = _exam()
+    summary = calibrate_exam(exam.id)
+    outcomes = list(CalibrationRun.objects.filter(exam=exam).values_list("outcome", flat=True))
+    assert outcomes == ["ok"] and summary.run_id is not None
+    assert not is_held(run_lock(exam.id))
+
+
+def test_rasch_auto_fails_when_the_flag_cannot_be_read(monkeypatch):
+    """An unreadable flag table is not "switched off": rasch auto exits 2 with one line."""
+    from backend.ops import flags
+    from opsctl.cli import app
+
+    def unreadable():
+        raise flags._Unreadable("no such table: ops_featureflag")
+
+    monkeypatch.setattr(flags, "_load", unreadable)
+    r = CliRunner().invoke(app, ["rasch", "auto"])
+    assert r.exit_code == 2, r.output
+    assert "switched off" not in r.output
+    assert r.stderr.count("\n") == 1 and "cannot read feature flag 'rasch.auto'" in r.stderr

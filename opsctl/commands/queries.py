@@ -6,13 +6,39 @@ from pathlib import Path
 
 import typer
 
-from opsctl.commands.traces import DIR_OPT, report_corrupt, since_or_fail, telemetry_dir
-from opsctl.output import CommandError, console, emit_json
+from opsctl import options
+from opsctl.output import CommandError, console, emit_json, err_console
 
-app = typer.Typer(help="SQL statistics by fingerprint (telemetry files or pg_stat_statements).")
+EXIT_CODES = (
+    "Exit codes: 0 spans were read (even if none matched); 1 bad input; 3 no data: no span "
+    "at all was read from the telemetry files in the window (telemetry off, wrong directory)."
+)
+
+app = typer.Typer(
+    help="SQL statistics by fingerprint (telemetry files or pg_stat_statements). " + EXIT_CODES
+)
 
 
-@app.command("top")
+def _read_files(reader, directory, since: str, *args, as_json: bool = False):
+    """Run a one-shot telemetry reader over the window; no span read at all is "no data"
+    (exit 3), not an empty answer."""
+    from opsctl import telemetry
+
+    d = options.telemetry_dir(directory)
+    stats = telemetry.ReadStats()
+    rows = reader(d, options.since(since), *args, stats=stats)
+    if stats.corrupt_lines:
+        err_console().print(
+            f"warning: skipped {stats.corrupt_lines} corrupt or truncated line(s)", markup=False
+        )
+    if not stats.in_window:
+        if as_json:  # valid JSON still; the exit code says "no data"
+            emit_json([])
+        raise CommandError(telemetry.empty_hint(d, since), telemetry.NO_DATA_EXIT)
+    return d, stats, rows
+
+
+@app.command("top", epilog=EXIT_CODES)
 def top_cmd(
     since: str = typer.Option("1h", "--since", help="Window: 1h, 30m, or an ISO time."),
     by: str = typer.Option("total", "--by", help="Order by total, mean, p95 or calls."),
@@ -21,7 +47,7 @@ def top_cmd(
     database_url: str = typer.Option(
         None, "--database-url", envvar="DATABASE_URL", help="For --source pg."
     ),
-    directory: Path = DIR_OPT,
+    directory: Path = options.TELEMETRY_DIR,
     as_json: bool = typer.Option(False, "--json", help="JSON list per fingerprint."),
 ) -> None:
     """Per fingerprint: calls, total, mean, p95, max (ms), rows, routes, an example.
@@ -40,12 +66,12 @@ def top_cmd(
     elif source == "files":
         from opsctl import telemetry
 
-        d = telemetry_dir(directory)
-        stats = telemetry.ReadStats()
-        rows = telemetry.query_stats(d, since_or_fail(since), by, limit, stats)
-        report_corrupt(stats)
+        _, stats, rows = _read_files(
+            telemetry.query_stats, directory, since, by, limit, as_json=as_json
+        )
         if not rows and not as_json:
-            console().print(telemetry.empty_hint(d, since), markup=False)
+            console().print(f"no SQL (DB client spans) among {stats.in_window} spans since "
+                            f"{since}", markup=False)  # fmt: skip
             return
     else:
         raise CommandError("--source must be files or pg")
@@ -60,7 +86,8 @@ def top_cmd(
     for q in rows:
         table.add_row(
             q.fingerprint, str(q.calls), f"{q.total_ms:.1f}", f"{q.mean_ms:.2f}",
-            "-" if q.p95_ms is None else f"{q.p95_ms:.2f}", f"{q.max_ms:.2f}", str(q.rows),
+            "-" if q.p95_ms is None else f"{q.p95_ms:.2f}",
+            "-" if q.max_ms is None else f"{q.max_ms:.2f}", str(q.rows),
         )  # fmt: skip
     out = console()
     out.print(table)
@@ -71,20 +98,17 @@ def top_cmd(
                   no_wrap=True)  # fmt: skip
 
 
-@app.command("nplusone")
+@app.command("nplusone", epilog=EXIT_CODES)
 def nplusone_cmd(
     since: str = typer.Option("1h", "--since", help="Window: 1h, 30m, or an ISO time."),
-    directory: Path = DIR_OPT,
+    directory: Path = options.TELEMETRY_DIR,
     as_json: bool = typer.Option(False, "--json", help="JSON list of offenders."),
 ) -> None:
     """Routes that ran one statement shape more than the N+1 threshold within a request.
     JSON keys: route, fingerprint, requests, example, trace_id."""
     from opsctl import telemetry
 
-    d = telemetry_dir(directory)
-    stats = telemetry.ReadStats()
-    rows = telemetry.n_plus_one(d, since_or_fail(since), stats)
-    report_corrupt(stats)
+    d, _, rows = _read_files(telemetry.n_plus_one, directory, since, as_json=as_json)
     if as_json:
         emit_json(rows)
         return

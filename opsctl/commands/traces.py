@@ -6,29 +6,33 @@ from pathlib import Path
 
 import typer
 
+from opsctl import options
 from opsctl.output import CommandError, console, emit_json
 
-app = typer.Typer(help="Traces from the telemetry files: list, show one, stats per route.")
+EXIT_CODES = (
+    "Exit codes: 0 spans were read (even if none matched the filters); 1 bad input; "
+    "3 no data: no span at all was read in the window (telemetry off, wrong directory), "
+    "so a script or a runbook check never passes on an empty folder."
+)
 
-DIR_OPT = typer.Option(
-    None, "--telemetry-dir", envvar="OPS_TELEMETRY_DIR",
-    help="OTLP JSON lines directory (default var/telemetry).",
+app = typer.Typer(
+    help="Traces from the telemetry files: list, show one, stats per route. " + EXIT_CODES
+)
+
+PROMETHEUS = typer.Option(
+    None, "--prometheus", envvar="OPS_PROMETHEUS_URL", show_envvar=True,
+    help="Read route RED from this Prometheus (e.g. http://prometheus:9090) instead of files.",
 )  # fmt: skip
 
 
-def telemetry_dir(value: Path | None) -> Path:
-    from backend.config import telemetry_dir as default
+def no_data(message: str, as_json: bool) -> CommandError:
+    """Exit 3 with ``message``; with --json an empty list is printed first, so the output
+    stays valid JSON and the exit code tells "no data" from "nothing matched"."""
+    from opsctl.telemetry import NO_DATA_EXIT
 
-    return Path(value) if value else default()
-
-
-def since_or_fail(window: str):
-    from opsctl.timeparse import parse_since
-
-    try:
-        return parse_since(window)
-    except ValueError as exc:
-        raise CommandError(str(exc)) from None
+    if as_json:
+        emit_json([])
+    return CommandError(message, NO_DATA_EXIT)
 
 
 def report_corrupt(stats) -> None:
@@ -40,33 +44,44 @@ def report_corrupt(stats) -> None:
         )
 
 
-@app.command("list")
+def covers(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+@app.command("list", epilog=EXIT_CODES)
 def list_cmd(
     since: str = typer.Option("15m", "--since", help="Window: 15m, 2h, or an ISO time."),
     route: str = typer.Option(None, "--route", help="Only routes containing this text."),
     min_ms: float = typer.Option(0, "--min-ms", help="Only traces at least this slow."),
     errors: bool = typer.Option(False, "--errors", help="Only failed requests (5xx)."),
     limit: int = typer.Option(20, "--limit", min=1, help="How many, slowest first."),
-    directory: Path = DIR_OPT,
+    directory: Path = options.TELEMETRY_DIR,
     as_json: bool = typer.Option(False, "--json", help="JSON list of trace summaries."),
 ) -> None:
     """Recent traces, slowest first. JSON keys: trace_id, route, name, start, duration_ms,
     status_code, error, spans, db_spans, n_plus_one."""
     from opsctl import telemetry
 
-    d = telemetry_dir(directory)
+    d = options.telemetry_dir(directory)
+    window = options.since(since)
     stats = telemetry.ReadStats()
-    rows = telemetry.list_traces(d, since_or_fail(since), route, min_ms, errors, limit, stats)
+    rows = telemetry.list_traces(d, window, route, min_ms, errors, limit, stats)
     report_corrupt(stats)
+    if not stats.in_window:
+        raise no_data(telemetry.empty_hint(d, since), as_json)
     if as_json:
         emit_json(rows)
         return
     if not rows:
-        console().print(telemetry.empty_hint(d, since), markup=False)
+        console().print(f"no traces matched ({stats.in_window} spans read since {since})",
+                        markup=False)  # fmt: skip
         return
     from rich.table import Table
 
-    table = Table(title=f"traces since {since}")
+    table = Table(title=f"traces since {since} ({stats.in_window} spans read)")
     for col in ("trace id", "route", "status", "ms", "db", "n+1", "start"):
         table.add_column(col)
     for t in rows:
@@ -81,13 +96,14 @@ def list_cmd(
 @app.command("show")
 def show_cmd(
     trace_id: str = typer.Argument(..., help="A trace id from `opsctl traces list`."),
-    directory: Path = DIR_OPT,
+    directory: Path = options.TELEMETRY_DIR,
     as_json: bool = typer.Option(False, "--json", help="JSON list of spans in tree order."),
 ) -> None:
-    """One trace as a waterfall: offsets, durations, the SQL of each DB span, N+1 marked."""
+    """One trace as a waterfall: offsets, durations, the SQL of each DB span, N+1 marked.
+    Exits 1 when the trace is not in the files."""
     from opsctl import telemetry
 
-    d = telemetry_dir(directory)
+    d = options.telemetry_dir(directory)
     nodes = telemetry.trace_tree(d, trace_id)
     if not nodes:
         raise CommandError(f"no trace {trace_id} in {d}")
@@ -116,29 +132,54 @@ def show_cmd(
             )  # fmt: skip
 
 
-@app.command("stats")
+@app.command("stats", epilog=EXIT_CODES)
 def stats_cmd(
     since: str = typer.Option("15m", "--since", help="Window: 15m, 2h, or an ISO time."),
-    directory: Path = DIR_OPT,
+    directory: Path = options.TELEMETRY_DIR,
+    prometheus: str = PROMETHEUS,
     as_json: bool = typer.Option(False, "--json", help="JSON list per route."),
 ) -> None:
-    """Per route: requests/s, error %, p50/p95/p99 (ms). The save route comes first.
+    """Per route: requests, req/s, error %, p50/p95/p99 (ms). The save route comes first.
+    req/s is over the time the data in the window covers (a backend up for 2 minutes has
+    2 minutes of data in a 15-minute window). From files, percentiles are exact; from
+    Prometheus, interpolated in the histogram's buckets.
     JSON keys: route, requests, rps, error_pct, p50_ms, p95_ms, p99_ms."""
+    import datetime as dt
+
     from opsctl import telemetry
 
-    d = telemetry_dir(directory)
-    stats = telemetry.ReadStats()
-    rows = telemetry.route_stats(d, since_or_fail(since), stats)
-    report_corrupt(stats)
+    window = options.since(since)
+    if prometheus:
+        from opsctl.telemetry import prometheus as prom
+
+        seconds = (dt.datetime.now(dt.UTC) - window).total_seconds()
+        try:
+            rows, cov = prom.route_stats(prometheus, seconds)
+        except prom.PrometheusError as exc:
+            raise CommandError(str(exc)) from None
+        source, spans, covered = f"Prometheus {prometheus}", cov.spans, cov.covered_seconds
+        if cov.empty:
+            raise no_data(f"no data: no requests counted by {prometheus} since {since}", as_json)
+    else:
+        d = options.telemetry_dir(directory)
+        stats = telemetry.ReadStats()
+        rows = telemetry.route_stats(d, window, stats)
+        report_corrupt(stats)
+        if not stats.in_window:
+            raise no_data(telemetry.empty_hint(d, since), as_json)
+        source, spans, covered = str(d), stats.in_window, stats.covered_seconds
     if as_json:
         emit_json(rows)
         return
     if not rows:
-        console().print(telemetry.empty_hint(d, since), markup=False)
+        console().print(f"no requests (server spans) among {spans} spans since {since}",
+                        markup=False)  # fmt: skip
         return
     from rich.table import Table
 
-    table = Table(title=f"routes since {since} ({stats.spans} spans)")
+    what = "requests" if prometheus else "spans"
+    table = Table(title=f"routes since {since}: {spans} {what}, data covers {covers(covered)}",
+                  caption=source)  # fmt: skip
     for col in ("route", "requests", "req/s", "errors %", "p50 ms", "p95 ms", "p99 ms"):
         table.add_column(col, justify="left" if col == "route" else "right")
     for r in rows:

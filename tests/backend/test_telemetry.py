@@ -175,8 +175,9 @@ def test_corrupt_and_truncated_lines_are_skipped_and_counted(tmp_path):
 
 
 def test_empty_directory_says_what_to_check(tmp_path):
+    # No span read at all is "no data" (exit 3), never an empty success a check could pass on.
     r = CliRunner().invoke(app, ["traces", "list", "--telemetry-dir", str(tmp_path)])
-    assert r.exit_code == 0 and "is the backend running with telemetry on" in r.stdout
+    assert r.exit_code == 3 and "telemetry on" in r.stderr and r.stdout == ""
     r = CliRunner().invoke(app, ["traces", "show", "f" * 32, "--telemetry-dir", str(tmp_path)])
     assert r.exit_code == 1 and "no trace" in r.stderr
     r = CliRunner().invoke(app, ["traces", "list", "--since", "yesterday-ish"])

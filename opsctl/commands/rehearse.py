@@ -123,7 +123,7 @@ def _mark(ok: bool) -> str:
 
 def render(r) -> None:
     out = console()
-    say = lambda text: out.print(text, markup=False, highlight=False)  # noqa: E731
+    say = lambda text: out.print(text, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
     say(
         f"Rehearsal: nginx {r.nginx} -> hosts {', '.join(r.hosts)} on {r.database} "
         "(scratch database)"

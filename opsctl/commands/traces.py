@@ -143,7 +143,8 @@ def stats_cmd(
     req/s is over the time the data in the window covers (a backend up for 2 minutes has
     2 minutes of data in a 15-minute window). From files, percentiles are exact; from
     Prometheus, interpolated in the histogram's buckets.
-    JSON keys: route, requests, rps, error_pct, p50_ms, p95_ms, p99_ms."""
+    instances: how many app hosts (service.instance.id) served the route (files only).
+    JSON keys: route, requests, rps, error_pct, p50_ms, p95_ms, p99_ms, instances."""
     import datetime as dt
 
     from opsctl import telemetry
@@ -180,11 +181,12 @@ def stats_cmd(
     what = "requests" if prometheus else "spans"
     table = Table(title=f"routes since {since}: {spans} {what}, data covers {covers(covered)}",
                   caption=source)  # fmt: skip
-    for col in ("route", "requests", "req/s", "errors %", "p50 ms", "p95 ms", "p99 ms"):
+    cols = ["route", "requests", "req/s", "errors %", "p50 ms", "p95 ms", "p99 ms"]
+    for col in cols + ([] if prometheus else ["instances"]):
         table.add_column(col, justify="left" if col == "route" else "right")
     for r in rows:
         table.add_row(
             r.route, str(r.requests), f"{r.rps:.2f}", f"{r.error_pct:.1f}", f"{r.p50_ms:.1f}",
-            f"{r.p95_ms:.1f}", f"{r.p99_ms:.1f}",
+            f"{r.p95_ms:.1f}", f"{r.p99_ms:.1f}", *([] if prometheus else [str(r.instances)]),
         )  # fmt: skip
     console().print(table)

@@ -100,6 +100,7 @@ def iter_raw(
                     stats.corrupt_lines += 1
                     continue
                 for rs in resource_spans:
+                    stats.instance = _instance(rs)
                     for ss in rs.get("scopeSpans", ()):
                         for sp in ss.get("spans", ()):
                             stats.spans += 1
@@ -107,7 +108,16 @@ def iter_raw(
                             if start < since_ns:
                                 continue
                             stats.saw(start)
+                            stats.instances.add(stats.instance)
                             yield sp
+
+
+def _instance(resource_spans: dict) -> str:
+    """The resource's ``service.instance.id``; without one, ``host.name:process.pid``."""
+    attrs = _attrs((resource_spans.get("resource") or {}).get("attributes"))
+    if attrs.get("service.instance.id"):
+        return str(attrs["service.instance.id"])
+    return f"{attrs.get('host.name', '')}:{attrs.get('process.pid', '')}"
 
 
 def to_span(sp: dict) -> Span:
@@ -158,9 +168,11 @@ def route_stats(
     stats = stats if stats is not None else ReadStats()
     durations: dict[str, list[float]] = defaultdict(list)
     errors: dict[str, int] = defaultdict(int)
+    instances: dict[str, set] = defaultdict(set)
     for sp in iter_raw(directory, since, stats):
         if sp.get("kind", 0) != SERVER:
             continue
+        instances[_route_of(sp)].add(stats.instance)
         route = code = None
         for a in sp.get("attributes") or ():
             key = a.get("key")
@@ -188,9 +200,17 @@ def route_stats(
                 round(percentile(values, 50), 2),
                 round(percentile(values, 95), 2),
                 round(percentile(values, 99), 2),
+                len(instances[route]),
             )
         )
     return sort_routes(out)
+
+
+def _route_of(sp: dict) -> str:
+    for a in sp.get("attributes") or ():
+        if a.get("key") == "http.route":
+            return a["value"].get("stringValue") or sp.get("name", "")
+    return sp.get("name", "")
 
 
 def summary(trace_id: str, root: Span, spans: int, db_spans: int) -> TraceSummary:

@@ -30,6 +30,10 @@ class ReadStats:
     in_window: int = 0  # spans that started inside the window
     first_ns: int = 0  # earliest / latest start of a span in the window
     last_ns: int = 0
+    # The `service.instance.id` (else host.name:process.pid) of the span last yielded, and
+    # every one seen in the window: N app hosts writing to one place are N instances.
+    instance: str = ""
+    instances: set = field(default_factory=set)
 
     def saw(self, start_ns: int) -> None:
         self.in_window += 1
@@ -71,6 +75,7 @@ class RouteStats:
     p50_ms: float
     p95_ms: float
     p99_ms: float
+    instances: int = 0  # distinct service.instance.id the route's requests came from
 
 
 @dataclass

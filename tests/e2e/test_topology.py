@@ -148,6 +148,46 @@ def test_rehearse_without_nginx_says_how_to_install_it(monkeypatch):
     assert len(lines) == 1 and "scripts/ensure-debs.sh nginx" in lines[0], result.output
 
 
+def _otlp_line(instance: str | None, pid: int, route: str, start_ns: int) -> str:
+    resource = [{"key": "host.name", "value": {"stringValue": "box"}},
+                {"key": "process.pid", "value": {"intValue": str(pid)}}]  # fmt: skip
+    if instance:
+        resource.append({"key": "service.instance.id", "value": {"stringValue": instance}})
+    span = {
+        "traceId": f"{pid:032x}", "spanId": f"{pid:016x}", "name": f"POST {route}", "kind": 2,
+        "startTimeUnixNano": str(start_ns), "endTimeUnixNano": str(start_ns + 5_000_000),
+        "attributes": [{"key": "http.route", "value": {"stringValue": route}}],
+    }  # fmt: skip
+    return json.dumps(
+        {
+            "resourceSpans": [
+                {"resource": {"attributes": resource}, "scopeSpans": [{"spans": [span]}]}
+            ]
+        }
+    )
+
+
+def test_traces_stats_counts_the_instances_behind_each_route(tmp_path):
+    import time
+
+    now = time.time_ns()
+    save, ping = "api/sessions/<int:session_id>/answers/", "api/ping/"
+    lines = [
+        _otlp_line("host-a", 11, save, now - 3_000_000_000),
+        _otlp_line("host-a", 12, save, now - 2_000_000_000),  # another worker, same host
+        _otlp_line("host-b", 13, save, now - 1_000_000_000),
+        _otlp_line(None, 14, ping, now - 1_000_000_000),  # no instance id: host:pid
+    ]
+    (tmp_path / "traces-box-1.jsonl").write_text("\n".join(lines) + "\n")
+    result = CliRunner().invoke(
+        app, ["traces", "stats", "--json", "--telemetry-dir", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    rows = {r["route"]: r for r in json.loads(result.stdout)}
+    assert (rows[save]["requests"], rows[save]["instances"]) == (3, 2)
+    assert (rows[ping]["requests"], rows[ping]["instances"]) == (1, 1)
+
+
 # ---------------------------------------------------------------------------------------------
 # The rehearsal (PostgreSQL)
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from opsctl.db.engine import connect, make_engine
+from opsctl.errors import DatabaseUnavailable  # noqa: F401  (re-exported: callers catch it)
 from opsctl.plan_advice import ColumnStats, Finding, TableInfo, advise
 from opsctl.plan_model import PlanNode, from_postgres, from_sqlite
 from opsctl.sqlsafety import (
@@ -30,10 +32,6 @@ from opsctl.sqlsafety import (
 ANALYZE_ROLE = "opsctl_explain"
 
 
-class DatabaseUnavailable(Exception):
-    pass
-
-
 @dataclass
 class ExplainResult:
     vendor: str
@@ -45,35 +43,8 @@ class ExplainResult:
 
 
 def engine_for(url: str):
-    from sqlalchemy import create_engine
-    from sqlalchemy.exc import ArgumentError
-
-    from backend.config import absolute_sqlite_url, mask_url
-
-    if url.startswith("postgresql://"):
-        url = url.replace("postgresql://", "postgresql+psycopg://", 1)
-    elif url.startswith("postgres://"):
-        url = url.replace("postgres://", "postgresql+psycopg://", 1)
-    url = absolute_sqlite_url(url)
-    try:
-        args = {"connect_timeout": 5} if url.startswith("postgresql") else {}
-        return create_engine(url, connect_args=args, poolclass=None)
-    except (ArgumentError, ImportError, ValueError) as exc:
-        raise DatabaseUnavailable(f"bad database URL {mask_url(url)}: {exc}") from None
-
-
-def connect(engine):
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from backend.config import mask_url
-
-    try:
-        return engine.connect()
-    except SQLAlchemyError as exc:
-        first = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
-        raise DatabaseUnavailable(
-            f"cannot reach {mask_url(engine.url.render_as_string(hide_password=True))}: {first}"
-        ) from None
+    """The engine for ``url`` from the one database module (a missing SQLite file refused)."""
+    return make_engine(url)
 
 
 def _pg_tables(conn, relations: set[str]) -> dict[str, TableInfo]:

@@ -396,7 +396,7 @@ def run(
                         report.outcome = "budget"
                         break
                 if vacuum and report.outcome in {"ok", "budget"}:
-                    report.vacuumed = _vacuum(chosen, report)
+                    report.vacuumed = _vacuum(chosen, report, actor)
             except Exception as exc:
                 report.outcome = "failed"
                 report.error = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
@@ -418,18 +418,28 @@ def run(
     return report
 
 
-def _vacuum(chosen: list[Policy], report: RunReport) -> list[str]:
+def _vacuum(chosen: list[Policy], report: RunReport, actor: str | None = None) -> list[str]:
+    """The purged tables through the one VACUUM (``backend.ops.vacuum``): on PostgreSQL
+    VACUUM (ANALYZE) under the purge's lock timeout, on SQLite ANALYZE only (a whole-file
+    VACUUM locks every save out); each table audited as `opsctl vacuum` does."""
+    from backend.ops.vacuum import vacuum
+
     tables = []
     for p, r in zip(chosen, report.policies, strict=False):
         if p.kind != "telemetry_files" and r.deleted:
             tables.append(_target(p).table)
-    with connection.cursor() as cur:
-        for table in tables:
-            if connection.vendor == "postgresql":
-                cur.execute(f"VACUUM (ANALYZE) {connection.ops.quote_name(table)}")
-            else:
-                cur.execute(f"ANALYZE {connection.ops.quote_name(table)}")
-    return tables
+    if not tables:
+        return []
+    connection.ensure_connection()
+    results = vacuum(
+        connection.connection, connection.vendor, tables, analyze=True,
+        lock_timeout_ms=settings.RETENTION_LOCK_TIMEOUT_MS, file_vacuum=False,
+    )  # fmt: skip
+    for r in results:
+        details = asdict(r)
+        details.pop("audit", None)
+        audit.record("vacuum", target=r.table, actor=actor, details=details)
+    return [r.table for r in results]
 
 
 def status(policy_file: str | None = None, now: dt.datetime | None = None) -> list[PolicyStatus]:

@@ -340,3 +340,26 @@ def test_a_run_killed_with_kill_9_is_abandoned_and_counts_as_failed(monkeypatch)
         "abandoned", "ok",
     ]  # fmt: skip
     assert meter.read("exam.retention.last_run_failed") == [0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_vacuum_after_a_purge_is_the_one_vacuum_and_is_audited(world):
+    """--vacuum goes through backend.ops.vacuum like `opsctl vacuum`: purged tables only,
+    VACUUM (ANALYZE) on PostgreSQL / ANALYZE on SQLite, one audit event per table."""
+    from django.db import connection
+
+    report = retention.run(now=NOW, vacuum=True, only=["answer_journal", "audit_events"],
+                           actor="cron")  # fmt: skip
+    assert report.outcome == "ok", report.error
+    assert report.vacuumed == ["exams_answerevent", "ops_auditevent"]
+    events = AuditEvent.objects.filter(action="vacuum").order_by("target")
+    assert [e.target for e in events] == ["exams_answerevent", "ops_auditevent"]
+    mode = "VACUUM ANALYZE" if connection.vendor == "postgresql" else "ANALYZE"
+    assert {e.details["mode"] for e in events} == {mode} and {e.actor for e in events} == {"cron"}
+
+
+def test_audit_limits_match_the_model():
+    from backend.ops import audit
+
+    assert audit.ACTOR_MAX == AuditEvent._meta.get_field("actor").max_length
+    assert audit.TARGET_MAX == AuditEvent._meta.get_field("target").max_length

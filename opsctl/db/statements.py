@@ -1,7 +1,11 @@
-"""Query statistics from PostgreSQL's pg_stat_statements (SQLAlchemy, no Django)."""
+"""Query statistics from PostgreSQL's pg_stat_statements (SQLAlchemy, no Django), through the
+one engine module."""
 
 from __future__ import annotations
 
+from backend.ops.errors import Unavailable
+from opsctl.db.engine import connect, make_engine, unavailable, vendor_of
+from opsctl.errors import one_line
 from opsctl.telemetry import QueryStats
 
 HOW_TO_ENABLE = (
@@ -12,25 +16,23 @@ HOW_TO_ENABLE = (
 )
 
 
-class PgStatementsUnavailable(Exception):
-    pass
+class PgStatementsUnavailable(Unavailable):
+    """pg_stat_statements is not installed or not readable here."""
 
 
 def top_statements(database_url: str, by: str = "total", limit: int = 20) -> list[QueryStats]:
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import text
     from sqlalchemy.exc import SQLAlchemyError
 
-    from backend.config import mask_url
     from backend.ops.fingerprint import fingerprint
 
-    if not database_url.startswith("postgres"):
+    if vendor_of(database_url) != "postgresql":
         raise PgStatementsUnavailable("--source pg needs a PostgreSQL --database-url")
-    url = database_url.replace("postgresql://", "postgresql+psycopg://", 1)
     order = {"total": "total_exec_time", "mean": "mean_exec_time", "calls": "calls",
              "p95": "max_exec_time"}[by]  # fmt: skip
-    engine = create_engine(url, connect_args={"connect_timeout": 5})
+    engine = make_engine(database_url)
     try:
-        with engine.connect() as conn:
+        with connect(engine) as conn:
             present = conn.execute(
                 text("SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'")
             ).first()
@@ -46,13 +48,9 @@ def top_statements(database_url: str, by: str = "total", limit: int = 20) -> lis
                     {"n": limit},
                 ).all()
             except SQLAlchemyError as exc:
-                raise PgStatementsUnavailable(
-                    f"{HOW_TO_ENABLE} ({str(exc.orig).strip().splitlines()[0]})"
-                ) from None
+                raise PgStatementsUnavailable(f"{HOW_TO_ENABLE} ({one_line(exc.orig)})") from None
     except SQLAlchemyError as exc:
-        raise PgStatementsUnavailable(
-            f"cannot reach {mask_url(database_url)}: {str(exc.orig).strip().splitlines()[0]}"
-        ) from None
+        raise unavailable(engine, exc) from None
     finally:
         engine.dispose()
     return [

@@ -44,9 +44,7 @@ def top_cmd(
     by: str = typer.Option("total", "--by", help="Order by total, mean, p95 or calls."),
     limit: int = typer.Option(20, "--limit", min=1, help="How many fingerprints."),
     source: str = typer.Option("files", "--source", help="files (telemetry) or pg."),
-    database_url: str = typer.Option(
-        None, "--database-url", envvar="DATABASE_URL", help="For --source pg."
-    ),
+    database_url: str = options.DATABASE_URL,
     directory: Path = options.TELEMETRY_DIR,
     as_json: bool = typer.Option(False, "--json", help="JSON list per fingerprint."),
 ) -> None:
@@ -56,12 +54,11 @@ def top_cmd(
     if by not in {"total", "mean", "p95", "calls"}:
         raise CommandError("--by must be total, mean, p95 or calls")
     if source == "pg":
-        from backend.config import database_url as default_url
-        from opsctl.pg_statements import PgStatementsUnavailable, top_statements
+        from opsctl.db.statements import PgStatementsUnavailable, top_statements
 
         try:
-            rows = top_statements(database_url or default_url(), by, limit)
-        except PgStatementsUnavailable as exc:
+            rows = top_statements(options.database_url(database_url), by, limit)
+        except PgStatementsUnavailable as exc:  # no pg_stat_statements: no data (3)
             raise CommandError(str(exc), 3) from None
     elif source == "files":
         from opsctl import telemetry

@@ -58,7 +58,8 @@ def command(
     lost, acked_saves, verified_sessions, ok}; failover {killed, load,
     nginx_retried, rejoined, rejoin_seconds, ok}; flag {flag, ttl_seconds,
     effect_seconds, after_ttl_journaled, ok}; jobs [{job, ran_on, skipped_on,
-    runs, ok}]; telemetry {hosts, instances, requests, ok}.
+    runs, ok}]; telemetry {hosts, instances, requests,
+    trace_id, trace_continued, ok}.
     """
     from opsctl.rehearse import runner
 
@@ -162,6 +163,8 @@ def render(r) -> None:
         say(f"job        {j.job}: ran on {', '.join(j.ran_on) or 'no host'}, skipped (lock held) "
             f"on {', '.join(j.skipped_on) or 'no host'}  {_mark(j.ok)}")  # fmt: skip
     t = r.telemetry
+    joined = "joined" if t.trace_continued else "did NOT join"
     say(f"telemetry  {t.instances} instances of {t.hosts} hosts in `opsctl traces stats` "
-        f"({t.requests} requests)  {_mark(t.ok)}")  # fmt: skip
+        f"({t.requests} requests); the backend {joined} a client's traceparent through nginx"
+        f"  {_mark(t.ok)}")  # fmt: skip
     say(f"verdict    {'PASS' if r.ok else 'FAIL'}")

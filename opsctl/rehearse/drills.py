@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -384,7 +385,7 @@ def job_specs() -> list[JobSpec]:
         JobSpec("calibration", opsctl_argv("rasch", "auto", "--json"), "exams_calibrationrun"),
         JobSpec(
             "session-expiry",
-            [__import__("sys").executable, "backend/manage.py", "expire_sessions"],
+            [sys.executable, "backend/manage.py", "expire_sessions"],
             "exams_examsession",
         ),
     ]
@@ -468,29 +469,44 @@ class TelemetryResult:
     hosts: int
     instances: int  # distinct service.instance.id `opsctl traces stats` counted (max per route)
     requests: int  # server spans counted by `opsctl traces stats`
+    trace_id: str  # sent by the client in `traceparent`, through nginx
+    trace_continued: bool  # the backend's server span joined that trace (`opsctl traces show`)
 
 
 def telemetry_check(topo: Topology, timeout: float = 60.0) -> TelemetryResult:
     """`opsctl traces stats --json` over the directory every host exports to (standing in
-    for a Collector's file exporter) counts requests from every host."""
+    for a Collector's file exporter) counts requests from every host; a client's
+    `traceparent` crosses nginx and the backend continues that trace."""
+    import secrets
+
+    trace_id = secrets.token_hex(16)
+    with _client(topo.url) as c:
+        c.get("/api/ping/", headers={"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"})
+    where = ["--telemetry-dir", str(topo.telemetry_dir)]
     deadline = time.monotonic() + timeout
     instances = requests = 0
+    continued = False
     while True:
-        proc = topo.hosts[0].run(
-            opsctl_argv(
-                "traces", "stats", "--json", "--since", "1h",
-                "--telemetry-dir", str(topo.telemetry_dir),
-            )
-        )  # fmt: skip
+        proc = topo.hosts[0].run(opsctl_argv("traces", "stats", "--json", "--since", "1h", *where))
         if proc.returncode == 0:
             rows = json.loads(proc.stdout or "[]")
             requests = sum(r.get("requests", 0) for r in rows)
             instances = max((r.get("instances", 0) for r in rows), default=0)
-        if instances >= len(topo.hosts) or time.monotonic() > deadline:
+        if not continued:
+            proc = topo.hosts[0].run(opsctl_argv("traces", "show", trace_id, "--json", *where))
+            if proc.returncode == 0:
+                continued = any(n.get("kind") == "server" for n in json.loads(proc.stdout))
+        if (instances >= len(topo.hosts) and continued) or time.monotonic() > deadline:
             break
         time.sleep(1.0)
     return TelemetryResult(
-        instances >= len(topo.hosts), str(topo.telemetry_dir), len(topo.hosts), instances, requests
+        instances >= len(topo.hosts) and continued,
+        str(topo.telemetry_dir),
+        len(topo.hosts),
+        instances,
+        requests,
+        trace_id,
+        continued,
     )
 
 

@@ -79,6 +79,27 @@ def test_site_config_is_valid_nginx(tmp_path):
     assert check.returncode == 0, check.stderr
 
 
+def test_nginx_own_errors_answer_json_like_the_api(tmp_path):
+    """nginx alone, its only host down: the shipped site's own 502, 404 and 413 are JSON."""
+    import httpx
+
+    _nginx()
+    (tmp_path / "papers").mkdir()
+    server = topology.Nginx(tmp_path, [f"127.0.0.1:{topology.free_port()}"], tmp_path / "papers")
+    server.start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=20, trust_env=False) as c:
+            down = c.post("/api/sessions/1/answers/", json={"question": 1, "answer": "a"})
+            hidden = c.get("/protected/papers/exam-1.pdf")
+            big = c.post("/api/ping/", content=b"x" * (64 * 1024 + 1))
+    finally:
+        server.stop()
+    for resp, code in ((down, 502), (hidden, 404), (big, 413)):
+        assert resp.status_code == code
+        assert resp.headers["content-type"].startswith("application/json")
+        assert set(resp.json()) == {"error"}, resp.text
+
+
 def test_render_refuses_a_site_config_without_its_rehearse_markers():
     text = SITE.read_text().replace("# rehearse: papers", "")
     with pytest.raises(topology.RehearsalError, match="papers"):
@@ -287,6 +308,8 @@ def test_telemetry_from_both_hosts_is_counted_by_opsctl(rehearsal):
     t = rehearsal["telemetry"]
     assert t["hosts"] == 2 and t["instances"] == 2
     assert t["requests"] > 0
+    # A client's W3C traceparent crossed nginx; the backend's span joined that trace.
+    assert t["trace_continued"]
 
 
 @pg

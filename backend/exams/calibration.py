@@ -17,6 +17,11 @@ from backend.exams.models import CalibrationRun, Exam, ExamSession, ItemCalibrat
 from backend.ops import audit
 
 MISFIT_LOW, MISFIT_HIGH = 0.7, 1.3
+# A standardised mean-square beyond this is significant (about p < .05).
+ZSTD_LIMIT = 2.0
+# Wald tests: an item differs between low and high scorers at p < WALD_ALPHA / items tested
+# (Bonferroni: one test per item would otherwise flag 1 item in 20 by chance).
+WALD_ALPHA = 0.05
 SCORED = (ExamSession.SUBMITTED, ExamSession.EXPIRED)
 
 
@@ -36,13 +41,49 @@ class ItemRow:
     n_responses: int
     p_correct: float | None
     excluded: str = ""
+    infit_zstd: float | None = None
+    outfit_zstd: float | None = None
+    wald_z: float | None = None  # (difficulty for high scorers - for low scorers) / SE
+    wald_p: float | None = None
+    flags: list[str] = field(default_factory=list)  # "misfit", "differs by score"
 
     @property
     def misfit(self) -> bool:
-        return any(
-            v is not None and not (MISFIT_LOW <= v <= MISFIT_HIGH)
-            for v in (self.infit, self.outfit)
-        )
+        return "misfit" in self.flags
+
+
+def item_flags(infit, outfit, infit_zstd, outfit_zstd, wald_p, n_tested: int) -> list[str]:
+    """The flag rule. "misfit": significantly noisier than the model (ZSTD above 2, at any
+    sample size: a guessing item at N = 2,000 has mean-squares near 1.1 but ZSTD near 5), or a
+    mean-square outside 0.7-1.3 that is also significant (at small N such a value happens by
+    chance). Significant overfit alone is not flagged: with abilities estimated from the same
+    answers, fitting items' ZSTD centre below 0. "differs by score": the Wald test, Bonferroni
+    over the items tested."""
+    flags = []
+    for ms, z in ((infit, infit_zstd), (outfit, outfit_zstd)):
+        if z is None:
+            continue
+        out_of_range = ms is not None and not (MISFIT_LOW <= ms <= MISFIT_HIGH)
+        if z > ZSTD_LIMIT or (out_of_range and abs(z) > ZSTD_LIMIT):
+            flags.append("misfit")
+            break
+    if wald_p is not None and n_tested and wald_p < WALD_ALPHA / n_tested:
+        flags.append("differs by score")
+    return flags
+
+
+@dataclass
+class AndersenSummary:
+    """Andersen's LR test, sessions split at the median raw score (eRm's default)."""
+
+    lr: float | None
+    df: int | None
+    p: float | None
+    median: float | None
+    n_low: int
+    n_high: int
+    dropped: list[str] = field(default_factory=list)  # "3a: everyone right in the high half"
+    unavailable: str = ""
 
 
 @dataclass
@@ -56,9 +97,13 @@ class CalibrationSummary:
     n_items: int
     iterations: int
     converged: bool
-    reliability: float | None
+    reliability: float | None  # person separation reliability
     duration_s: float
     items: list[ItemRow] = field(default_factory=list)
+    kr20: float | None = None  # KR-20 (Cronbach's alpha)
+    n_extreme: int = 0  # sessions all right or all wrong: left out of infit/outfit
+    andersen: AndersenSummary | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -72,6 +117,7 @@ class ExamCalibrationStatus:
     reliability: float | None
     last_outcome: str | None
     needs_calibration: bool
+    kr20: float | None = None  # of the current run
 
 
 def load_responses(exam_id: int):
@@ -191,8 +237,9 @@ def _calibrate_exam(
             f"least {minimum} (setting RASCH_MIN_SESSIONS)"
         )
     started = timezone.now()
+    labels = [f"{q}{p}" for q, p in items]
     try:
-        res = calibrate(x)
+        res = calibrate(x, labels=labels)
     except ValueError as exc:
         if not dry_run:
             CalibrationRun.objects.create(
@@ -202,22 +249,31 @@ def _calibrate_exam(
             )  # fmt: skip
         raise CalibrationRefused(f"exam {exam_id} cannot be calibrated: {exc}") from None
     answered = x.shape[0]
+    n_tested = int(np.isfinite(res.wald_p).sum())
     rows = []
     for j, (q, p) in enumerate(items):
-        rows.append(
-            ItemRow(
-                question=q,
-                part=p,
-                difficulty=_num(res.difficulty[j]),
-                se=_num(res.difficulty_se[j]),
-                infit=_num(res.infit[j]),
-                outfit=_num(res.outfit[j]),
-                point_measure=_num(res.point_measure[j]),
-                n_responses=answered,
-                p_correct=_num(x[:, j].mean()) if answered else None,
-                excluded=res.excluded.get(j, ""),
-            )
+        row = ItemRow(
+            question=q,
+            part=p,
+            difficulty=_num(res.difficulty[j]),
+            se=_num(res.difficulty_se[j]),
+            infit=_num(res.infit[j]),
+            outfit=_num(res.outfit[j]),
+            point_measure=_num(res.point_measure[j]),
+            n_responses=answered,
+            p_correct=_num(x[:, j].mean()) if answered else None,
+            excluded=res.excluded.get(j, ""),
+            infit_zstd=_num(res.infit_zstd[j]),
+            outfit_zstd=_num(res.outfit_zstd[j]),
+            wald_z=_num(res.wald_z[j]),
+            wald_p=_num(res.wald_p[j]),
         )
+        row.flags = item_flags(
+            row.infit, row.outfit, row.infit_zstd, row.outfit_zstd, row.wald_p, n_tested
+        )
+        rows.append(row)
+    andersen = _andersen_summary(res.andersen, labels)
+    warnings = _warnings(res, rows, andersen)
     duration = time.perf_counter() - t0
     summary = CalibrationSummary(
         exam_id=exam_id,
@@ -232,6 +288,10 @@ def _calibrate_exam(
         reliability=_num(res.reliability),
         duration_s=round(duration, 3),
         items=rows,
+        kr20=_num(res.kr20),
+        n_extreme=res.n_extreme,
+        andersen=andersen,
+        warnings=warnings,
     )
     if dry_run:
         return summary
@@ -253,6 +313,11 @@ def _calibrate_exam(
             outcome=CalibrationRun.OK,
             is_current=True,
             actor=actor or audit.default_actor(),
+            kr20=summary.kr20,
+            andersen_lr=andersen.lr if andersen else None,
+            andersen_df=andersen.df if andersen else None,
+            andersen_p=andersen.p if andersen else None,
+            warnings=warnings,
         )
         ItemCalibration.objects.bulk_create(
             [
@@ -269,6 +334,11 @@ def _calibrate_exam(
                     n_responses=r.n_responses,
                     p_correct=r.p_correct,
                     excluded=r.excluded,
+                    infit_zstd=r.infit_zstd,
+                    outfit_zstd=r.outfit_zstd,
+                    wald_z=r.wald_z,
+                    wald_p=r.wald_p,
+                    flags=", ".join(r.flags),
                 )
                 for r in rows
             ]
@@ -280,11 +350,62 @@ def _calibrate_exam(
             actor=actor,
             new_value={"run_id": run.id, "reliability": run.reliability},
             details={"n_persons": res.n_persons, "n_items": res.n_items,
-                     "converged": res.converged, "excluded": len(res.excluded)},
+                     "converged": res.converged, "excluded": len(res.excluded),
+                     "kr20": summary.kr20, "andersen_p": run.andersen_p,
+                     "warnings": len(warnings)},
         )  # fmt: skip
     summary.run_id = run.id
     summary.duration_s = run.duration_s
     return summary
+
+
+def _andersen_summary(test, labels) -> AndersenSummary | None:
+    if test is None:
+        return None
+    return AndersenSummary(
+        lr=_num(test.lr),
+        df=test.df,
+        p=_num(test.p),
+        median=test.median,
+        n_low=test.n_low,
+        n_high=test.n_high,
+        dropped=[f"{labels[i]}: {why}" for i, why in sorted(test.dropped.items())],
+        unavailable=test.unavailable,
+    )
+
+
+def _warnings(res, rows: list[ItemRow], andersen: AndersenSummary | None) -> list[str]:
+    """What an operator must read before trusting the numbers, one line each."""
+    out = []
+    if not res.converged:
+        out.append(
+            f"the estimation did not converge in {res.iterations} iterations: "
+            "the difficulties are not reliable"
+        )
+    excluded = [f"{r.question}{r.part} ({r.excluded})" for r in rows if r.excluded]
+    if excluded:
+        out.append(f"{len(excluded)} item(s) excluded, no difficulty: {', '.join(excluded)}")
+    if res.n_extreme:
+        out.append(
+            f"{res.n_extreme} session(s) with all-right or all-wrong scores left out of "
+            "infit/outfit (their abilities are extrapolated)"
+        )
+    if andersen is not None:
+        if andersen.unavailable:
+            out.append(f"Andersen's LR test not available: {andersen.unavailable}")
+        elif andersen.p is not None and andersen.p < 0.05:
+            out.append(
+                f"Andersen's LR test rejects the Rasch model: LR {andersen.lr:.1f} on "
+                f"{andersen.df} df, p = {andersen.p:.3g}; difficulties differ between "
+                f"sessions scoring at most {andersen.median:g} and the rest"
+            )
+        if andersen.dropped:
+            out.append(f"left out of Andersen's test: {'; '.join(andersen.dropped)}")
+    for flag in ("misfit", "differs by score"):
+        hit = [f"{r.question}{r.part}" for r in rows if flag in r.flags]
+        if hit:
+            out.append(f"{len(hit)} item(s) flagged '{flag}': {', '.join(hit)}")
+    return out
 
 
 def calibration_status(exam_id: int | None = None) -> list[ExamCalibrationStatus]:
@@ -313,6 +434,7 @@ def calibration_status(exam_id: int | None = None) -> list[ExamCalibrationStatus
                 needs_calibration=closed
                 and current is None
                 and scored >= settings.RASCH_MIN_SESSIONS,
+                kr20=current.kr20 if current else None,
             )
         )
     return out

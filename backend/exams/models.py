@@ -171,6 +171,13 @@ class CalibrationRun(models.Model):
     error = models.TextField(blank=True, default="")
     is_current = models.BooleanField(default=False)
     actor = models.CharField(max_length=150, blank=True, default="")
+    # Model checks (issue #20): KR-20 beside separation reliability, Andersen's LR test
+    # (median split), and what the operator was warned about.
+    kr20 = models.FloatField(null=True, blank=True)
+    andersen_lr = models.FloatField(null=True, blank=True)
+    andersen_df = models.IntegerField(null=True, blank=True)
+    andersen_p = models.FloatField(null=True, blank=True)
+    warnings = models.JSONField(default=list, blank=True)
 
     class Meta:
         indexes = [models.Index(fields=["exam", "-started_at"], name="calibrun_exam_idx")]
@@ -189,6 +196,11 @@ class ItemCalibration(models.Model):
     n_responses = models.IntegerField(default=0)
     p_correct = models.FloatField(null=True, blank=True)
     excluded = models.CharField(max_length=32, blank=True, default="")
+    infit_zstd = models.FloatField(null=True, blank=True)
+    outfit_zstd = models.FloatField(null=True, blank=True)
+    wald_z = models.FloatField(null=True, blank=True)  # (high - low half) / SE
+    wald_p = models.FloatField(null=True, blank=True)
+    flags = models.CharField(max_length=64, blank=True, default="")
 
     class Meta:
         constraints = [

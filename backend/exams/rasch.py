@@ -624,6 +624,13 @@ def _andersen(right, wrong, present, fit: _Fit, labels, max_iter, tol):
     n_items = right.shape[1]
     wald_z = np.full(n_items, np.nan)
     wald_p = np.full(n_items, np.nan)
+    for half, n in (("low", test.n_low), ("high", test.n_high)):
+        if n == 0:
+            side = "at or below" if half == "low" else "above"
+            test.unavailable = (
+                f"no student with a mixed score {side} the median raw score ({median:g})"
+            )
+            return test, wald_z, wald_p
     usable = np.zeros(n_items, dtype=bool)
     usable[ids] = True
     start = np.full(n_items, np.nan)

@@ -31,11 +31,18 @@ def calibrate_cmd(
 ) -> None:
     """Calibrate one exam (CML difficulties, WLE abilities) and store the results.
 
-    Items with infit or outfit outside 0.7-1.3 are flagged as misfitting. A rerun replaces
-    the current results atomically; every run is kept in the history.
+    Infit/outfit leave out sessions with all-right or all-wrong scores. An item is flagged
+    "misfit" when its infit or outfit ZSTD is above 2, or a mean-square outside 0.7-1.3 is
+    significant (|ZSTD| > 2); "differs by score" when its Wald test (low vs high scorers)
+    is significant after Bonferroni. Andersen's LR test (median split) checks the whole
+    model. Warnings (not converged, items excluded, tests failed or unavailable) are printed
+    after the table. A rerun replaces the current results atomically; history is kept.
+
     JSON keys: exam_id, run_id, outcome, dry_run, method, n_persons, n_items, iterations,
-    converged, reliability, duration_s, items[{question, part, difficulty, se, infit,
-    outfit, point_measure, n_responses, p_correct, excluded}].
+    converged, reliability (person separation), kr20, n_extreme, duration_s,
+    andersen{lr, df, p, median, n_low, n_high, dropped, unavailable} (null if not run),
+    warnings[], items[{question, part, difficulty, se, infit, outfit, infit_zstd,
+    outfit_zstd, wald_z, wald_p, point_measure, n_responses, p_correct, excluded, flags[]}].
 
     Exit 0 calibrated (or --dry-run shown), 1 failed, 2 refused (too few sessions, ...).
     """
@@ -59,23 +66,36 @@ def calibrate_cmd(
     def f(v, fmt="{:.2f}"):
         return "-" if v is None else fmt.format(v)
 
+    numbers = ("difficulty", "SE", "infit", "in Z", "outfit", "out Z", "Wald z", "pt-meas", "p")
     print_table(
         f"exam {exam_id}: item calibration ({summary.method})",
-        ("item", "difficulty", "SE", "infit", "outfit", "pt-measure", "p", "flag"),
+        ("item", *numbers, "flag"),
         [
-            (f"{r.question}{r.part}", f(r.difficulty), f(r.se), f(r.infit), f(r.outfit),
-             f(r.point_measure), f(r.p_correct), r.excluded or ("misfit" if r.misfit else ""))
+            (f"{r.question}{r.part}", f(r.difficulty), f(r.se), f(r.infit),
+             f(r.infit_zstd, "{:.1f}"), f(r.outfit), f(r.outfit_zstd, "{:.1f}"),
+             f(r.wald_z, "{:.1f}"), f(r.point_measure), f(r.p_correct),
+             r.excluded or ", ".join(r.flags))
             for r in summary.items
         ],
-        right=("difficulty", "SE", "infit", "outfit", "pt-measure", "p"),
+        right=numbers,
     )  # fmt: skip
     verb = "would store" if dry_run else f"stored as run {summary.run_id}"
     out.print(
         f"{summary.n_persons} sessions x {summary.n_items} items, "
         f"{'converged' if summary.converged else 'NOT converged'} in {summary.iterations} "
-        f"iterations, reliability {f(summary.reliability)}, {summary.duration_s:.2f}s: {verb}",
+        f"iterations, reliability {f(summary.reliability)} (separation), KR-20 "
+        f"{f(summary.kr20)}, {summary.duration_s:.2f}s: {verb}",
         markup=False,
     )
+    a = summary.andersen
+    if a is not None and not a.unavailable:
+        out.print(
+            f"Andersen's LR test (raw score <= {a.median:g} vs above): LR {a.lr:.1f} on "
+            f"{a.df} df, p = {a.p:.3g}",
+            markup=False,
+        )
+    for line in summary.warnings:
+        out.print(f"warning: {line}", markup=False)
 
 
 @app.command("status")
@@ -87,7 +107,7 @@ def status_cmd(
     """Which exams are calibrated, which need it, and the last run's outcome.
 
     JSON keys per exam: exam_id, title, closed, scored_sessions, current_run_id,
-    calibrated_at, reliability, last_outcome, needs_calibration.
+    calibrated_at, reliability, last_outcome, needs_calibration, kr20.
     """
     _setup(database_url)
     from backend.exams.calibration import calibration_status

@@ -10,11 +10,14 @@ from textual.widgets import DataTable, Footer, Header, TabbedContent, TabPane
 
 from opsctl.tui.modals import TextScreen
 from opsctl.tui.panes import PANES
+from opsctl.tui.sources import WINDOWS
 
 HELP = """Keys
   1-8        overview, traces, queries, database, resources, retention, flags, jobs
-  ctrl+p     command palette (go to any pane)
+  ctrl+p     command palette (go to any pane, choose the window)
   ?          this help          q  quit          r  refresh now (where no pane uses r)
+  w          telemetry window: 5m, 15m, 1h (shown on every pane; req/s is over the time
+             the data in the window covers)
 Traces       /  filter by route     enter  waterfall of the selected trace
 Queries      t m p c  sort by total / mean / p95 / calls   e  explain   n  N+1 offenders
 Database     v  VACUUM (ANALYZE) the selected table (asks first)
@@ -33,6 +36,11 @@ class PaneCommands(Provider):
             score = matcher.match(title)
             if score > 0:
                 yield Hit(score, matcher.highlight(title), lambda p=pane_id: self.app.show_pane(p))
+        for minutes in WINDOWS:
+            title = f"Window: last {minutes}m"
+            score = matcher.match(title)
+            if score > 0:
+                yield Hit(score, matcher.highlight(title), lambda m=minutes: self.app.set_window(m))
 
 
 class OpsApp(App):
@@ -44,6 +52,7 @@ class OpsApp(App):
             Binding(str(i), f"show_pane('{pid}')", cls.title, show=False)
             for i, (pid, cls) in enumerate(PANES, 1)
         ],
+        Binding("w", "cycle_window", "Window"),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
     ]
@@ -56,6 +65,8 @@ class OpsApp(App):
         self.refresh_seconds = refresh_seconds
         self.read_only = read_only
         self.clock = clock
+        start = getattr(sources, "window_minutes", 15)
+        self.window_minutes = start if start in WINDOWS else 15
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=self.clock)
@@ -66,11 +77,16 @@ class OpsApp(App):
         yield Footer()
 
     def on_mount(self) -> None:
-        if self.read_only:
-            self.sub_title = "read-only"
-        self.active_pane().reload()
-        # Only the visible pane refreshes: an idle console costs little CPU.
+        self._show_window()
+        self.shown = self.active_pane()
+        self.shown.reload()
+        # Only the visible pane refreshes, and a tick never stacks a load on a running one.
         self.set_interval(self.refresh_seconds, lambda: self.active_pane().reload())
+
+    def _show_window(self) -> None:
+        self.sub_title = f"window {self.window_minutes}m" + (
+            " · read-only" if self.read_only else ""
+        )
 
     def active_pane(self):
         active = self.query_one(TabbedContent).active or "tab-overview"
@@ -81,11 +97,37 @@ class OpsApp(App):
 
     def show_pane(self, pane_id: str) -> None:
         self.query_one(TabbedContent).active = f"tab-{pane_id}"
-        pane = self.query_one(f"#{pane_id}")
+        self._switched()
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        self._switched()
+
+    def _switched(self) -> None:
+        """The pane on screen changed (key, palette or mouse): the hidden one stops loading,
+        the shown one loads now."""
+        pane = self.active_pane()
+        previous = getattr(self, "shown", None)
+        if previous is pane:
+            return
+        if previous is not None:
+            previous.cancel_load()
+        self.shown = pane
         pane.reload()
         tables = pane.query(DataTable)
         if tables:
             tables.first().focus()
+
+    def action_cycle_window(self) -> None:
+        i = WINDOWS.index(self.window_minutes) if self.window_minutes in WINDOWS else 0
+        self.set_window(WINDOWS[(i + 1) % len(WINDOWS)])
+
+    def set_window(self, minutes: int) -> None:
+        self.window_minutes = minutes
+        self._show_window()
+        self.notify(f"window: last {minutes}m")
+        pane = self.active_pane()
+        if pane.telemetry:
+            pane.restart()
 
     def action_help(self) -> None:
         self.push_screen(TextScreen("opsctl top: help", HELP))

@@ -1,11 +1,41 @@
 """The console's data sources: thin adapters over the service and reader functions that the
-CLI uses too. Each returns plain data; the app calls them in worker threads."""
+CLI uses too. Each returns plain data; the app calls them in worker threads.
+
+Telemetry comes from one incremental reader shared by the panes (a refresh costs the spans
+written since the last one), or, for route RED and SQL, from Prometheus when a URL is set.
+Calls take ``cancelled`` (checked between read steps) so a hidden or quitting pane stops
+reading at once."""
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from opsctl.telemetry.model import Coverage
+
+#: Windows the console offers (minutes); `w` cycles through them.
+WINDOWS = (5, 15, 60)
+#: How long one refresh may spend reading before it shows what it has.
+READ_BUDGET = 0.5
+
+
+def _never() -> bool:
+    return False
+
+
+@dataclass
+class TelemetryView:
+    """One telemetry answer for a pane: its rows and what they rest on."""
+
+    rows: list
+    coverage: Coverage
+    loading: bool = False  # older data is still being read (numbers cover less)
+    age: float | None = None  # seconds since the newest span started
+    complete_for: float | None = None  # while loading: seconds back the data is complete
+    series: list = field(default_factory=list)  # (minute, save req/s, save p95 ms)
 
 
 @dataclass
@@ -13,35 +43,74 @@ class Sources:
     telemetry_dir: Path
     database_url: str
     window_minutes: int = 15
-
-    def _since(self, minutes: int | None = None) -> dt.datetime:
-        return dt.datetime.now(dt.UTC) - dt.timedelta(minutes=minutes or self.window_minutes)
+    prometheus_url: str | None = None
+    _reader: object = field(default=None, repr=False)
+    _reader_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     # telemetry (no Django)
-    def routes(self):
-        from opsctl import telemetry
+    @property
+    def reader(self):
+        with self._reader_lock:
+            if self._reader is None:
+                from opsctl.telemetry.incremental import IncrementalReader
 
-        return telemetry.route_stats(self.telemetry_dir, self._since())
+                self._reader = IncrementalReader(self.telemetry_dir, max_window=max(WINDOWS) * 60)
+            return self._reader
 
-    def traces(self, route: str | None = None):
-        from opsctl import telemetry
+    def telemetry_source(self) -> str:
+        return self.prometheus_url or str(self.telemetry_dir)
 
-        return telemetry.list_traces(self.telemetry_dir, self._since(), route=route, limit=200)
+    def _read(self, cancelled: Callable[[], bool]) -> dict:
+        """Read what is new (bounded by READ_BUDGET); the view's common fields."""
+        r = self.reader
+        done = r.poll(cancelled, budget=READ_BUDGET, wait=False)
+        complete = r.complete_since_ns
+        complete_for = (r.clock() - complete / 1e9) if complete else None
+        return {
+            "loading": r.loading or not done,
+            "age": r.data_age(),
+            "complete_for": complete_for,
+        }
+
+    def routes(self, window: float, cancelled: Callable[[], bool] = _never) -> TelemetryView:
+        if self.prometheus_url:
+            from opsctl.telemetry import prometheus
+
+            rows, cov = prometheus.route_stats(self.prometheus_url, window)
+            age = (
+                (dt.datetime.now(dt.UTC).timestamp() - cov.newest_ns / 1e9)
+                if cov.newest_ns
+                else None
+            )
+            return TelemetryView(rows, cov, age=age)
+        state = self._read(cancelled)
+        rows, cov = self.reader.route_stats(window)
+        return TelemetryView(rows, cov, series=self.reader.route_series(window), **state)
+
+    def traces(self, window: float, route: str | None = None,
+               cancelled: Callable[[], bool] = _never) -> TelemetryView:  # fmt: skip
+        state = self._read(cancelled)
+        rows, cov = self.reader.list_traces(window, route=route, limit=200)
+        return TelemetryView(rows, cov, **state)
 
     def trace(self, trace_id: str):
         from opsctl import telemetry
 
         return telemetry.trace_tree(self.telemetry_dir, trace_id)
 
-    def queries(self, by: str = "total"):
-        from opsctl import telemetry
+    def queries(self, window: float, by: str = "total",
+                cancelled: Callable[[], bool] = _never) -> TelemetryView:  # fmt: skip
+        if self.prometheus_url:
+            from opsctl.telemetry import prometheus
 
-        return telemetry.query_stats(self.telemetry_dir, self._since(60), by, 50)
+            rows, cov = prometheus.query_stats(self.prometheus_url, window, by, 50)
+            return TelemetryView(rows, cov)
+        state = self._read(cancelled)
+        rows, cov = self.reader.query_stats(window, by, 50)
+        return TelemetryView(rows, cov, **state)
 
-    def n_plus_one(self):
-        from opsctl import telemetry
-
-        return telemetry.n_plus_one(self.telemetry_dir, self._since(60))
+    def n_plus_one(self, window: float):
+        return self.reader.n_plus_one(window)[0]
 
     def explain(self, sql: str):
         from opsctl.explain import explain

@@ -9,8 +9,9 @@ from types import SimpleNamespace as NS
 
 import pytest
 
-from opsctl.telemetry import RouteStats
+from opsctl.telemetry import Coverage, RouteStats
 from opsctl.tui.app import OpsApp
+from opsctl.tui.sources import TelemetryView
 
 AT = dt.datetime(2026, 11, 24, 9, 30, tzinfo=dt.UTC)
 
@@ -20,12 +21,19 @@ class FixedSources:
 
     telemetry_dir = "var/telemetry"
 
-    def routes(self):
-        return [
+    window_minutes = 15
+
+    def telemetry_source(self):
+        return self.telemetry_dir
+
+    def routes(self, window, cancelled=None):
+        rows = [
             RouteStats("api/sessions/<int:session_id>/answers/", 1800, 30.0, 0.1, 4.1, 9.8, 21.5),
             RouteStats("api/exams/<int:exam_id>/sessions/", 120, 2.0, 0.0, 6.0, 12.0, 30.2),
             RouteStats("api/leaderboard/", 60, 1.0, 0.0, 8.3, 15.1, 22.0),
         ]
+        series = [(i * 60, 28.0 + (i % 5), 8.0 + (i % 3) * 0.9) for i in range(15)]
+        return TelemetryView(rows, Coverage(window, 9900, 60.0), age=2.0, series=series)
 
     def open_alerts(self):
         return [NS(severity="warning", probe="disk.database", host="app1",

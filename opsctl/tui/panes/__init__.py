@@ -1,0 +1,23 @@
+"""The panes of `opsctl top`, one module each, in key order (1-8)."""
+
+from opsctl.tui.panes.database import DatabasePane
+from opsctl.tui.panes.flags import FlagsPane
+from opsctl.tui.panes.jobs import JobsPane
+from opsctl.tui.panes.overview import OverviewPane
+from opsctl.tui.panes.queries import QueriesPane
+from opsctl.tui.panes.resources import ResourcesPane
+from opsctl.tui.panes.retention import RetentionPane
+from opsctl.tui.panes.traces import TracesPane
+
+PANES = [
+    ("overview", OverviewPane),
+    ("traces", TracesPane),
+    ("queries", QueriesPane),
+    ("database", DatabasePane),
+    ("resources", ResourcesPane),
+    ("retention", RetentionPane),
+    ("flags", FlagsPane),
+    ("jobs", JobsPane),
+]
+
+__all__ = ["PANES"]

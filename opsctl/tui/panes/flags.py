@@ -1,0 +1,78 @@
+"""Flags: values and history; set with a reason, roll back the last change set."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import DataTable, Label, Static
+
+from opsctl.render import flag_value as format_value
+from opsctl.tui.modals import FlagChangeScreen
+from opsctl.tui.panes.base import Pane, fill, selected_key, table
+
+
+class FlagsPane(Pane):
+    title = "Flags"
+    BINDINGS = [Binding("s", "set_flag", "Set"), Binding("b", "rollback", "Roll back last")]
+
+    def body(self) -> ComposeResult:
+        yield table(self.id, "flag", "value", "description")
+        yield Label("history", classes="section")
+        yield Static("", id="flags-history")
+
+    def fetch(self):
+        return self.sources.flags()
+
+    def show(self, data) -> None:
+        flags, history = data
+        self.values = {f.key: format_value(f.value) for f in flags}
+        fill(
+            self.query_one(DataTable),
+            [(f.key, format_value(f.value), f.description.split(". ")[0]) for f in flags],
+            [f.key for f in flags],
+        )
+        self.query_one("#flags-history", Static).update(
+            "\n".join(
+                f"{e.at:%m-%d %H:%M} {e.change_set[:8]} {e.key}: {format_value(e.old_value)} -> "
+                f"{format_value(e.new_value)} ({e.reason}, {e.actor})"
+                for e in history[:15]
+            )
+            or "no changes"
+        )
+
+    def action_set_flag(self) -> None:
+        key = selected_key(self.query_one(DataTable))
+        if not key:
+            return
+
+        def chosen(answer):
+            if answer:
+                value, reason = answer
+                self.run_worker(
+                    lambda: self._act(
+                        lambda: self.sources.set_flag(key, value, reason), f"{key} set to {value}"
+                    ),
+                    thread=True,
+                )
+            else:
+                self.app.notify("cancelled: nothing changed")
+
+        self.app.push_screen(FlagChangeScreen(key, self.values.get(key, "?")), chosen)
+
+    def action_rollback(self) -> None:
+        state = {}
+
+        def plan() -> str | None:
+            state["plan"] = p = self.sources.rollback_plan()
+            if p.empty:
+                return None
+            return "\n".join(
+                f"{s.key}: {format_value(s.current)} -> {format_value(s.target)}" for s in p.steps
+            )
+
+        self.act(
+            "Roll back the last change set?",
+            plan,
+            lambda: self.sources.rollback(state["plan"], "rolled back from opsctl top"),
+            "rolled back",
+        )

@@ -1,0 +1,112 @@
+"""Overview: RED per route over the window, the save route's throughput and p95 per minute,
+how old the newest span is (stale warning), open alerts, recent flag changes, jobs."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.widgets import DataTable, Label, Sparkline, Static
+
+from opsctl.tui.panes.base import Pane, ago, cancelled, fill, table, window_line
+
+#: Newer spans than this are "live"; older ones get a stale warning.
+STALE_SECONDS = 60.0
+
+
+def min_max(values: list[float], unit: str) -> str:
+    if not values:
+        return "no data"
+    return f"min {min(values):.1f}{unit}  max {max(values):.1f}{unit}"
+
+
+class OverviewPane(Pane):
+    title = "Overview"
+    telemetry = True
+
+    def body(self) -> ComposeResult:
+        yield Label("", id="overview-window", classes="hint")
+        yield Label("", id="overview-age")
+        yield Label("save req/s per minute", id="overview-rps-label", classes="section")
+        yield Sparkline([], id="overview-rps")
+        yield Label("save p95 ms per minute", id="overview-p95-label")
+        yield Sparkline([], id="overview-spark")
+        yield table(self.id, "route", "req/s", "errors %", "p95 ms", "p99 ms")
+        yield Static("", id="overview-status")
+
+    def fetch(self):
+        s = self.sources
+        out = {
+            "view": s.routes(self.window_seconds, cancelled),
+            "alerts": [], "flags": [], "jobs": None, "errors": [],
+        }  # fmt: skip
+        for key, fn in (
+            ("alerts", s.open_alerts),
+            ("flags", s.recent_flag_changes),
+            ("jobs", s.jobs),
+        ):
+            try:
+                out[key] = fn()
+            except Exception as exc:
+                out["errors"].append(f"{key}: {str(exc).strip().splitlines()[0]}")
+        return _Data(out)
+
+    def show(self, data) -> None:
+        d = data.parts
+        view = d["view"]
+        self.query_one("#overview-window", Label).update(window_line(self, view))
+        age = self.query_one("#overview-age", Label)
+        if view.coverage.empty and not view.loading:
+            age.update(
+                f"NO DATA: no spans read in the last {self.app.window_minutes}m from "
+                f"{self.sources.telemetry_source()}: is the backend writing telemetry there?"
+            )
+            age.set_class(True, "error")
+        elif view.age is not None and view.age > STALE_SECONDS:
+            age.update(f"STALE: the newest span is {ago(view.age)} old; these numbers "
+                       "are not live (is the backend still writing telemetry?)")  # fmt: skip
+            age.set_class(True, "error")
+        else:
+            age.update(f"data age: newest span {ago(view.age)} ago")
+            age.set_class(False, "error")
+        rps = [r for _, r, _ in view.series]
+        p95 = [p for _, _, p in view.series]
+        self.query_one("#overview-rps", Sparkline).data = rps
+        self.query_one("#overview-spark", Sparkline).data = p95
+        self.query_one("#overview-rps-label", Label).update(
+            f"save req/s per minute: {min_max(rps, '')}"
+        )
+        self.query_one("#overview-p95-label", Label).update(
+            f"save p95 per minute: {min_max(p95, ' ms')}"
+        )
+        rows = [
+            (r.route, f"{r.rps:.2f}", f"{r.error_pct:.1f}", f"{r.p95_ms:.1f}", f"{r.p99_ms:.1f}")
+            for r in view.rows
+        ]
+        fill(self.query_one(DataTable), rows)
+        lines = [f"open alerts: {len(d['alerts'])}"]
+        lines += [f"  {a.severity.upper()} {a.probe} on {a.host}: {a.message}" for a in d["alerts"]]
+        lines.append(f"flags changed in the last hour: {len(d['flags'])}")
+        lines += [f"  {e.key}: {e.reason} ({e.actor})" for e in d["flags"][:5]]
+        if d["jobs"]:
+            _, calib, retention = d["jobs"]
+            lines.append(
+                "last retention run: "
+                + (f"{retention.started_at:%Y-%m-%d %H:%M} {retention.outcome}"
+                   if retention else "never")
+            )  # fmt: skip
+            done = [c for c in calib if c.current_run_id]
+            lines.append(
+                f"calibrated exams: {len(done)} of {len(calib)}; due: "
+                f"{sum(c.needs_calibration for c in calib)}"
+            )
+        lines += d["errors"]
+        if not view.rows and not view.coverage.empty:
+            lines.append(f"no requests (server spans) among {view.coverage.spans:,} spans")
+        self.query_one("#overview-status", Static).update("\n".join(lines))
+
+
+class _Data:
+    """The Overview's load: ``loading`` while older telemetry is still being read."""
+
+    def __init__(self, parts: dict):
+        self.parts = parts
+        self.loading = parts["view"].loading

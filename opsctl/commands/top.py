@@ -6,24 +6,42 @@ from pathlib import Path
 
 import typer
 
+from opsctl import options
+
+WINDOW_CHOICES = {"5m": 5, "15m": 15, "1h": 60, "60m": 60}
+
 
 def command(
     refresh: float = typer.Option(2.0, "--refresh", min=0.5, help="Seconds between refreshes."),
     read_only: bool = typer.Option(False, "--read-only", help="Hide every action (wall screen)."),
-    telemetry_dir: Path = typer.Option(None, "--telemetry-dir", envvar="OPS_TELEMETRY_DIR"),
-    database_url: str = typer.Option(
-        None, "--database-url", envvar="DATABASE_URL", help="Database (default: the backend's)."
+    window: str = typer.Option(
+        "15m", "--window", help="Telemetry window at start: 5m, 15m or 1h (w cycles them)."
     ),
+    telemetry_dir: Path = options.TELEMETRY_DIR,
+    prometheus: str = typer.Option(
+        None,
+        "--prometheus",
+        envvar="OPS_PROMETHEUS_URL",
+        show_envvar=True,
+        help="Take route RED and SQL latency from this Prometheus (production, where spans "
+        "go to a Collector); traces still come from --telemetry-dir.",
+    ),
+    database_url: str = options.DATABASE_URL,
 ) -> None:
     """The live console: routes, traces, SQL, database, resources, retention, flags, jobs.
-    Number keys switch panes, ? shows every key, q quits."""
-    from backend.config import database_url as default_url
-    from backend.config import telemetry_dir as default_dir
+    Number keys switch panes, w changes the telemetry window, ? shows every key, q quits.
+    Telemetry is read incrementally: a refresh costs the spans written since the last one."""
+    from opsctl.errors import CommandError
+
+    if window not in WINDOW_CHOICES:
+        raise CommandError(f"--window must be 5m, 15m or 1h, got {window!r}")
     from opsctl.service import setup_django
     from opsctl.tui.app import OpsApp
     from opsctl.tui.sources import Sources
 
-    url = database_url or default_url()
+    url = options.database_url(database_url)
     setup_django(url)
-    sources = Sources(Path(telemetry_dir) if telemetry_dir else default_dir(), url)
+    sources = Sources(
+        options.telemetry_dir(telemetry_dir), url, WINDOW_CHOICES[window], prometheus or None
+    )
     OpsApp(sources, refresh, read_only).run()

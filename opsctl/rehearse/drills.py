@@ -23,9 +23,13 @@ LOAD_ENDPOINTS = ("start", "save", "submit")
 LOCK_HELD = "already running"
 
 
-def _client(base: str, token: str | None = None) -> httpx.Client:
+def _client(base: str, token: str | None = None, keepalive: bool = True) -> httpx.Client:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.Client(base_url=base, headers=headers, timeout=20.0, trust_env=False)
+    # Without keep-alive each request is a new connection, which any worker may accept.
+    limits = httpx.Limits() if keepalive else httpx.Limits(max_keepalive_connections=0)
+    return httpx.Client(
+        base_url=base, headers=headers, timeout=20.0, trust_env=False, limits=limits
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -300,7 +304,9 @@ def flag_drill(topo: Topology, timeout: float = 60.0) -> FlagResult:
     question, part = topo.seeded.questions[0]
     seq = 0
 
-    with _client(b.url, token) as c, topo.connect() as db:
+    # Straight to host B (not through nginx), a new connection per save so that more than
+    # one of its workers answers.
+    with _client(b.url, token, keepalive=False) as c, topo.connect() as db:
         sid = c.post(f"/api/exams/{topo.seeded.exam_id}/sessions/").json()["session_id"]
 
         def save_journaled() -> bool:

@@ -106,7 +106,8 @@ def _masked_url() -> str:
 
 
 def from_driver(exc: BaseException) -> OpsError | None:
-    """A database driver's or Django's exception as a ``DatabaseUnavailable``, else None.
+    """A database driver's or Django's exception as an ``OpsError`` (``DatabaseUnavailable``
+    when the database cannot be talked to or is not set up), else None.
 
     Only modules already imported are consulted, so this never imports Django or SQLAlchemy.
     """
@@ -127,7 +128,10 @@ def from_driver(exc: BaseException) -> OpsError | None:
             return DatabaseUnavailable(
                 f"database {_masked_url()} is not set up ({text}): run `opsctl migrate apply`"
             )
-        return DatabaseUnavailable(f"database {_masked_url()} unavailable: {text}")
+        names = {t.__name__ for t in (type(exc).__mro__ + type(cause).__mro__)}
+        if names & {"OperationalError", "InterfaceError"}:  # cannot talk to it at all
+            return DatabaseUnavailable(f"database {_masked_url()} unavailable: {text}")
+        return OpsError(f"database error: {text}")
     return None
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from opsctl.output import CommandError, console, emit_json
+from opsctl import options
+from opsctl.output import console, emit_json
 
 app = typer.Typer(help="Demo data: seed students, exams and answers at realistic scale.")
 
@@ -20,30 +21,27 @@ def seed(
     ),
     migrate: bool = typer.Option(True, "--migrate/--no-migrate", help="Apply migrations first."),
     seed_value: int = typer.Option(20261124, "--seed", help="Random seed (reproducible data)."),
-    database_url: str = typer.Option(
-        None, "--database-url", envvar="DATABASE_URL", help="Database (default: the backend's)."
-    ),
+    database_url: str = options.DATABASE_URL,
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
 ) -> None:
     """Seed demo data. 100,000 students with answers take a few minutes (bulk inserts).
 
     JSON keys: students, exams[{id,title,status}], sessions, answers, events, demo_student,
     demo_token, open_exam_id, seconds.
-    """
-    from opsctl.service import setup_django
 
-    setup_django(database_url)
+    Exit 0 seeded, 1 failed (database unavailable, a database error while seeding).
+    """
+    from opsctl.service import open_backend
+
+    # With --migrate a new database is fine (a SQLite file is created).
+    open_backend(database_url, create=migrate, migrated=not migrate)
     from django.core.management import call_command
-    from django.db.utils import Error as DatabaseError
 
     from backend.exams.seed import seed_demo
 
-    try:
-        if migrate:
-            call_command("migrate", verbosity=0, interactive=False)
-        report = seed_demo(students=students, exams=exams, answers=answers, seed=seed_value)
-    except DatabaseError as exc:
-        raise CommandError(f"seeding failed: {str(exc).strip().splitlines()[0]}") from None
+    if migrate:
+        call_command("migrate", verbosity=0, interactive=False)
+    report = seed_demo(students=students, exams=exams, answers=answers, seed=seed_value)
     if as_json:
         emit_json(report)
         return

@@ -6,9 +6,15 @@ from pathlib import Path
 
 import typer
 
-from opsctl.output import CommandError, console, emit_json, err_console
+from opsctl import errors, options
+from opsctl.output import console, emit_json, err_console, print_table
+
+# 1 and 2 say what the load found (failed requests, lost saves), so a load that could not
+# run at all (bad input, the database or backend unavailable, a bug) is 3.
+LOADTEST = errors.ExitPolicy(failure=3, unexpected=3, kind="loadtest")
 
 
+@errors.exit_policy(LOADTEST)
 def command(
     url: str = typer.Argument(..., help="Base URL of the backend, e.g. http://127.0.0.1:8000"),
     students: int = typer.Option(100, "--students", "-n", min=1, help="Simulated students."),
@@ -29,12 +35,7 @@ def command(
         help="Tokens to use instead of provisioning students: one per line, or a JSON "
         'object with "tokens", "exam_id" and "questions" (a list of question, part pairs).',
     ),
-    database_url: str = typer.Option(
-        None,
-        "--database-url",
-        envvar="DATABASE_URL",
-        help="The server's database, for provisioning students (default: the backend's).",
-    ),
+    database_url: str = options.DATABASE_URL,
     seed: int = typer.Option(None, "--seed", help="Random seed for the students' behaviour."),
     connections: int = typer.Option(
         64,
@@ -52,7 +53,8 @@ def command(
     the one the server at URL uses.
 
     Exit 0 when every request succeeded (after retries) and lost = 0; 1 when requests failed
-    or were refused, or sessions could not be read back; 2 when an acknowledged save was lost.
+    or were refused, or sessions could not be read back; 2 when an acknowledged save was lost;
+    3 when the load could not run (bad input, no open exam, database unavailable).
 
     JSON keys: url, exam_id, students, duration_s, rate, think_s, seconds, requests, rps,
     retries, failed, client_errors, stale, endpoints[{endpoint, requests, rps, p50_ms, p95_ms,
@@ -68,22 +70,19 @@ def command(
         if not as_json:
             err_console().print(line, markup=False, highlight=False)
 
-    try:
-        report = lt.loadtest(
-            url,
-            students=students,
-            duration=duration,
-            rate=rate,
-            think=think,
-            exam_id=exam,
-            tokens_file=tokens_file,
-            database_url=database_url,
-            seed=seed,
-            connections=connections,
-            progress=progress,
-        )
-    except lt.LoadtestError as exc:
-        raise CommandError(str(exc), 2) from None
+    report = lt.loadtest(
+        url,
+        students=students,
+        duration=duration,
+        rate=rate,
+        think=think,
+        exam_id=exam,
+        tokens_file=tokens_file,
+        database_url=database_url,
+        seed=seed,
+        connections=connections,
+        progress=progress,
+    )
     if as_json:
         emit_json(report)
     else:
@@ -93,41 +92,26 @@ def command(
 
 
 def _render(report) -> None:
-    from rich.table import Table
-
     out = console()
     out.print(
         f"{report.students} students on exam {report.exam_id}: {report.requests} requests in "
         f"{report.seconds}s = {report.rps} req/s (arrivals {report.rate}/s, think "
         f"{report.think_s:g}s), {report.retries} retries, {report.failed} failed"
     )
-    table = Table(
-        "endpoint",
-        "requests",
-        "req/s",
-        "p50 ms",
-        "p95 ms",
-        "p99 ms",
-        "max ms",
-        "retries",
-        "failed",
-        "statuses",
-    )
-    for s in report.endpoints:
-        codes = {**s.statuses, **s.transport_errors}
-        table.add_row(
-            s.endpoint,
-            str(s.requests),
-            f"{s.rps:g}" if s.endpoint != "verify" else "-",
-            f"{s.p50_ms:.1f}",
-            f"{s.p95_ms:.1f}",
-            f"{s.p99_ms:.1f}",
-            f"{s.max_ms:.1f}",
-            str(s.retries),
-            str(s.failed),
-            " ".join(f"{k}:{v}" for k, v in codes.items()),
-        )
-    out.print(table)
+    cols = ("endpoint", "requests", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "retries",
+            "failed", "statuses")  # fmt: skip
+    print_table(
+        "",
+        cols,
+        [
+            (s.endpoint, s.requests, f"{s.rps:g}" if s.endpoint != "verify" else "-",
+             f"{s.p50_ms:.1f}", f"{s.p95_ms:.1f}", f"{s.p99_ms:.1f}", f"{s.max_ms:.1f}",
+             s.retries, s.failed,
+             " ".join(f"{k}:{v}" for k, v in {**s.statuses, **s.transport_errors}.items()))
+            for s in report.endpoints
+        ],
+        right=cols[1:-1],
+    )  # fmt: skip
     g = report.generator
     out.print(
         f"generator: {g.cpu_percent}% of one core ({g.cpu_seconds}s CPU), schedule lag p99 "

@@ -7,19 +7,20 @@ import sys
 
 import typer
 
-from opsctl.output import CommandError, console, emit_json
+from opsctl import options
+from opsctl.errors import CommandError
+from opsctl.output import console, emit_json, print_table
 
 app = typer.Typer(help="Migrations under guard: status, plan (SQL + findings), apply, rollback.")
 
-DB_OPT = typer.Option(
-    None, "--database-url", envvar="DATABASE_URL", help="Database (default: the backend's)."
-)
+DB_OPT = options.DATABASE_URL
 
 
-def _setup(database_url):
-    from opsctl.service import setup_django
+def _setup(database_url, create: bool = False):
+    from opsctl.service import open_backend
 
-    setup_django(database_url)
+    # The migration commands work on a database without the backend's tables (a new one).
+    open_backend(database_url, create=create, migrated=False)
 
 
 def _print_plan(plan, show_sql: bool = True) -> None:
@@ -44,7 +45,8 @@ def status_cmd(
     as_json: bool = typer.Option(False, "--json", help="JSON: [{app, applied, unapplied}]."),
     database_url: str = DB_OPT,
 ) -> None:
-    """Applied and unapplied migrations per app (Django's own migration table)."""
+    """Applied and unapplied migrations per app (Django's own migration table).
+    Exit 0 shown, 1 failed."""
     _setup(database_url)
     from backend.ops import schema_changes
 
@@ -52,17 +54,12 @@ def status_cmd(
     if as_json:
         emit_json(rows)
         return
-    from rich.table import Table
-
-    table = Table(title="migrations")
-    for col in ("app", "applied", "unapplied", "latest applied"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(
-            r.app, str(len(r.applied)), ", ".join(r.unapplied) or "-",
-            r.applied[-1] if r.applied else "-",
-        )  # fmt: skip
-    console().print(table)
+    print_table(
+        "migrations",
+        ("app", "applied", "unapplied", "latest applied"),
+        [(r.app, len(r.applied), ", ".join(r.unapplied) or "-",
+          r.applied[-1] if r.applied else "-") for r in rows],
+    )  # fmt: skip
 
 
 @app.command("plan")
@@ -72,7 +69,8 @@ def plan_cmd(
 ) -> None:
     """The SQL each unapplied migration will run here, with safety findings.
 
-    Exit 0 when nothing blocks, 2 when a blocking finding is present.
+    Exit 0 when nothing blocks, 1 failed (e.g. database unavailable), 2 when a blocking
+    finding is present.
     """
     _setup(database_url)
     from backend.ops import schema_changes
@@ -88,15 +86,15 @@ def plan_cmd(
 
 @app.command("apply")
 def apply_cmd(
-    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask (needed off a terminal)."),
-    lock_timeout: str = typer.Option("5s", "--lock-timeout", help="PostgreSQL lock_timeout."),
+    yes: bool = options.YES,
+    lock_timeout: str = options.LOCK_TIMEOUT,
     statement_timeout: str = typer.Option(
-        "60s", "--statement-timeout", help="PostgreSQL statement_timeout."
+        "60s", "--statement-timeout", help="Stop a statement after this long (PostgreSQL)."
     ),
     allow: list[str] = typer.Option(
         None, "--allow", help="Allow a blocking rule by name (repeatable)."
     ),
-    actor: str = typer.Option(None, "--actor", help="Who (default: the OS user)."),
+    actor: str = options.ACTOR,
     as_json: bool = typer.Option(False, "--json", help="JSON: what was applied."),
     database_url: str = DB_OPT,
 ) -> None:
@@ -104,15 +102,14 @@ def apply_cmd(
 
     On PostgreSQL lock_timeout and statement_timeout are set so a migration fails fast
     instead of queueing behind exam traffic. Every apply is an audit event.
-    """
-    from opsctl.timeparse import parse_duration
 
-    try:
-        parse_duration(lock_timeout)
-        parse_duration(statement_timeout)
-    except ValueError as exc:
-        raise CommandError(str(exc)) from None
-    _setup(database_url)
+    Exit 0 applied (or nothing to do), 1 failed or cancelled, 2 refused (a blocking
+    finding), 3 a lock was not free within --lock-timeout (nothing of that migration ran).
+    """
+    options.duration(lock_timeout, "--lock-timeout")
+    options.duration(statement_timeout, "--statement-timeout")
+    actor = options.actor(actor)
+    _setup(database_url, create=True)
     from backend.ops import schema_changes
 
     plan = schema_changes.plan()
@@ -150,12 +147,14 @@ def apply_cmd(
 def rollback_cmd(
     app_label: str = typer.Argument(..., metavar="APP", help="The app, e.g. exams."),
     target: str = typer.Argument(..., help="Migrate back to this migration (or 'zero')."),
-    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask (needed off a terminal)."),
-    actor: str = typer.Option(None, "--actor", help="Who (default: the OS user)."),
+    yes: bool = options.YES,
+    actor: str = options.ACTOR,
     as_json: bool = typer.Option(False, "--json", help="JSON: what was unapplied."),
     database_url: str = DB_OPT,
 ) -> None:
-    """Show what migrating APP back to TARGET will run, then do it."""
+    """Show what migrating APP back to TARGET will run, then do it.
+    Exit 0 done (or nothing to do), 1 failed, refused or cancelled."""
+    actor = options.actor(actor)
     _setup(database_url)
     from backend.ops import schema_changes
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import typer
 
-from opsctl.output import CommandError, console, emit_json
+from opsctl import errors, options
+from opsctl.errors import CommandError
+from opsctl.output import console, emit_json, print_table
 
 
+@errors.exit_policy(errors.CHECK)
 def command(
     check: bool = typer.Option(
         False, "--check", help="One-line summary; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN."
@@ -14,25 +17,26 @@ def command(
     warn: float = typer.Option(None, "--warn", help="Warning threshold in % for every probe."),
     crit: float = typer.Option(None, "--crit", help="Critical threshold in % for every probe."),
     as_json: bool = typer.Option(False, "--json", help="JSON: exit_code, summary, probes[]."),
-    database_url: str = typer.Option(
-        None, "--database-url", envvar="DATABASE_URL", help="Database (default: the backend's)."
-    ),
+    database_url: str = options.DATABASE_URL,
 ) -> None:
     """Measure CPU, memory, swap, disks (database, telemetry, logs), backend RSS and open
     files, and PostgreSQL connections; open or resolve alerts (after the damping interval).
 
     JSON keys: exit_code, summary, probes[{probe, value, detail, warn, crit, severity,
     alert, error}], open_alerts[{probe, host, severity, value, opened_at}].
-    """
-    if warn is not None and crit is not None and warn > crit:
-        raise CommandError("--warn must not be above --crit")
-    from opsctl.service import setup_django
 
-    setup_django(database_url)
+    Exit (with --check or --json) 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN: a probe could not
+    be read, or the check itself could not run (bad option, database unavailable: one line
+    on stderr, and with --check "RESOURCES UNKNOWN - ..." on stdout for Nagios).
+    """
+    try:
+        readings, code, line = _check(warn, crit, database_url)
+    except Exception as exc:
+        if check:  # Nagios reads stdout's first line; stderr has the one-line error too
+            print(f"RESOURCES UNKNOWN - {errors.handle(exc, errors.CHECK)[0]}")
+        raise
     from backend.ops import resources
 
-    readings = resources.check(warn=warn, crit=crit)
-    code, line = resources.summary(readings)
     if as_json:
         emit_json({
             "exit_code": code, "summary": line, "probes": readings,
@@ -44,19 +48,31 @@ def command(
     elif check:
         print(line)
     else:
-        from rich.table import Table
-
         colours = {"warning": "yellow", "critical": "red", "unknown": "magenta"}
-        table = Table(title="resources")
-        for col in ("probe", "value", "warn", "crit", "state", "alert", "detail"):
-            table.add_column(col)
-        for r in readings:
-            table.add_row(
-                r.probe, "?" if r.value is None else f"{r.value:.1f}%", f"{r.warn:g}",
-                f"{r.crit:g}", r.severity, r.alert, r.detail, style=colours.get(r.severity),
-            )  # fmt: skip
-        out = console()
-        out.print(table)
-        out.print(line, markup=False)
+        print_table(
+            "resources",
+            ("probe", "value", "warn", "crit", "state", "alert", "detail"),
+            [
+                (r.probe, "?" if r.value is None else f"{r.value:.1f}%", f"{r.warn:g}",
+                 f"{r.crit:g}", r.severity, r.alert, r.detail)
+                for r in readings
+            ],
+            styles=[colours.get(r.severity) for r in readings],
+        )  # fmt: skip
+        console().print(line, markup=False)
     if check or as_json:
         raise typer.Exit(code)
+
+
+def _check(warn, crit, database_url):
+    """Measure and evaluate: (readings, exit code, summary line)."""
+    if warn is not None and crit is not None and warn > crit:
+        raise CommandError("--warn must not be above --crit")
+    from opsctl.service import open_backend
+
+    open_backend(database_url)
+    from backend.ops import resources
+
+    readings = resources.check(warn=warn, crit=crit)
+    code, line = resources.summary(readings)
+    return readings, code, line

@@ -123,4 +123,5 @@ def test_cli_unknown_exit_code(monkeypatch):
 
 def test_warn_above_crit_is_refused():
     r = CliRunner().invoke(app, ["resources", "--warn", "90", "--crit", "80"])
-    assert r.exit_code == 1 and "--warn" in r.stderr
+    # A check that cannot run is UNKNOWN (3), never 1 = WARNING.
+    assert r.exit_code == 3 and "--warn" in r.stderr and r.stderr.count("\n") == 1

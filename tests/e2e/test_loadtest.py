@@ -366,14 +366,17 @@ def test_cli_human_report(live_gunicorn, open_exam):
 
 def test_cli_errors_are_one_line(transactional_db):
     runner = CliRunner()
+    # 3: the load could not run (2 is reserved for "an acknowledged save was lost").
     bad = runner.invoke(app, ["loadtest", "http://127.0.0.1:9", "--duration", "soon"])
-    assert bad.exit_code == 2 and "error: bad duration 'soon'" in bad.stderr
+    assert bad.exit_code == 3 and "error: bad duration 'soon'" in bad.stderr
     assert "Traceback" not in bad.output
     # No exam open in the (empty) test database.
     none = runner.invoke(app, ["loadtest", "http://127.0.0.1:9", "-n", "2", "-d", "5s"])
-    assert none.exit_code == 2 and "no exam is open now" in none.stderr
+    assert none.exit_code == 3 and "no exam is open now" in none.stderr
     scheme = runner.invoke(app, ["loadtest", "127.0.0.1:8000"])
-    assert scheme.exit_code == 2 and "http://" in scheme.stderr
+    assert scheme.exit_code == 3 and "http://" in scheme.stderr
+    for r in (bad, none, scheme):
+        assert r.stderr.count("\n") == 1
 
 
 @pytest.mark.slow

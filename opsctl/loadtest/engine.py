@@ -1,170 +1,31 @@
-"""`opsctl loadtest`: an exam-day rehearsal against a running backend.
-
-Simulated students arrive at a fixed rate (an open model: arrivals never wait for the server),
-start a session, auto-save answers with increasing ``seq`` at think-time intervals and submit
-at the end. Every latency is measured from the moment the request was *scheduled*, not from
-when the student got round to sending it, so a slow server cannot hide its queue behind a
-generator that politely waits (coordinated omission). Network errors and 5xx are retried with
-exponential backoff and jitter, as a real exam client does.
-
-Afterwards a verification pass reads back every session and counts acknowledged saves whose
-value is not the stored one: ``lost`` must be 0.
-
-The pure parts (duration parsing, arrival plan, backoff, percentiles, the lost-save check) are
-plain functions at the top; the asyncio engine uses aiohttp; provisioning (students and tokens
-through the backend's seeding function) imports Django only when it is needed.
-"""
+"""The asyncio engine of `opsctl loadtest` (aiohttp): students arrive on a schedule, save
+and submit; latency counts from each request's scheduled time; then every session is read
+back and checked for lost acknowledged saves. And the report it produces."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import math
 import random
-import re
 import resource
 import secrets
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
-ENDPOINTS = ("start", "save", "submit")
-MAX_LOST_EXAMPLES = 10
-# The share of --duration over which students arrive when --rate is not given; the rest of
-# the run is every student's time in the exam, so all of them save for the same length.
-DEFAULT_ARRIVAL_SHARE = 0.25
-
-
-class LoadtestError(Exception):
-    """A problem with the parameters or the target that the operator must fix."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Pure helpers
-
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(text: str) -> float:
-    """``"60s"``, ``"2m"``, ``"1m30s"``, ``"500ms"`` or a bare number of seconds -> seconds."""
-    raw = text.strip().lower()
-    try:
-        value = float(raw)
-    except ValueError:
-        pos, value = 0, 0.0
-        for m in _DURATION_PART.finditer(raw):
-            if m.start() != pos:
-                break
-            value += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
-            pos = m.end()
-        if pos != len(raw) or not raw:
-            raise LoadtestError(
-                f"bad duration {text!r}: use e.g. 60s, 2m, 1m30s, 500ms or seconds"
-            ) from None
-    if not math.isfinite(value) or value <= 0:
-        raise LoadtestError(f"bad duration {text!r}: must be positive")
-    return value
-
-
-@dataclass(frozen=True)
-class ArrivalPlan:
-    """When each student arrives (offsets in seconds) and how long each stays."""
-
-    rate: float
-    arrivals: tuple[float, ...]
-    stay: float
-
-
-def plan_arrivals(students: int, duration: float, rate: float | None, think: float) -> ArrivalPlan:
-    """Student ``i`` arrives at ``i / rate`` and stays ``duration - students / rate`` seconds.
-
-    Everyone stays equally long so submits arrive at the same fixed rate as starts, instead of
-    one stampede at the end of the run.
-    """
-    if students < 1:
-        raise LoadtestError("--students must be at least 1")
-    if think <= 0:
-        raise LoadtestError("--think must be positive")
-    if rate is None:
-        rate = students / (duration * DEFAULT_ARRIVAL_SHARE)
-    if rate <= 0 or not math.isfinite(rate):
-        raise LoadtestError("--rate must be a positive number of students per second")
-    window = (students - 1) / rate
-    stay = duration - window
-    if stay < think:
-        raise LoadtestError(
-            f"{students} students arriving at {rate:g}/s take {window:.1f}s to arrive, which "
-            f"leaves less than one think time ({think:g}s) of exam in a {duration:g}s run: "
-            "raise --rate or --duration"
-        )
-    return ArrivalPlan(rate, tuple(i / rate for i in range(students)), stay)
-
-
-def backoff_delay(attempt: int, rng: random.Random, base: float = 0.05, cap: float = 2.0) -> float:
-    """Exponential backoff with "equal jitter": half the step fixed, half random, so retrying
-    clients spread out after an outage without any of them retrying at once."""
-    step = min(cap, base * (2**attempt))
-    return step / 2 + rng.uniform(0, step / 2)
-
-
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile of an ascending sequence (0.0 when empty)."""
-    if not sorted_values:
-        return 0.0
-    rank = max(1, math.ceil(q / 100.0 * len(sorted_values)))
-    return float(sorted_values[min(rank, len(sorted_values)) - 1])
-
-
-AnswerKeyT = tuple[int, int, str]  # (session_id, question, part)
-
-
-def value_for(tag: str, seq: int) -> str:
-    """The answer text a simulated save sends: unique per run and seq, so a stored value
-    says which save it came from."""
-    return f"{tag}-{seq}"
-
-
-def seq_of(tag: str, value: str | None) -> int | None:
-    prefix = f"{tag}-"
-    if value is None or not value.startswith(prefix):
-        return None
-    try:
-        return int(value[len(prefix) :])
-    except ValueError:
-        return None
-
-
-@dataclass(frozen=True)
-class LostSave:
-    session_id: int
-    question: int
-    part: str
-    acked_seq: int
-    stored_seq: int | None
-
-
-def find_lost(
-    tag: str,
-    acked: dict[AnswerKeyT, int],
-    stored: dict[AnswerKeyT, str | None],
-) -> list[LostSave]:
-    """Acknowledged saves whose value is not what the server stores.
-
-    ``acked`` maps each (session, question, part) to the highest seq the server acknowledged
-    with ``saved``. The stored value must come from that seq or from a later save of this run
-    (one whose acknowledgement was lost on the way back and so never counted as acked).
-    """
-    lost = []
-    for key, seq in acked.items():
-        stored_seq = seq_of(tag, stored.get(key))
-        if stored_seq is None or stored_seq < seq:
-            lost.append(LostSave(key[0], key[1], key[2], seq, stored_seq))
-    return lost
-
+from opsctl.loadtest.plan import (
+    ENDPOINTS,
+    MAX_LOST_EXAMPLES,
+    AnswerKeyT,
+    ArrivalPlan,
+    LostSave,
+    backoff_delay,
+    find_lost,
+    percentile,
+    plan_arrivals,
+    value_for,
+)
+from opsctl.loadtest.provision import Target
 
 # ---------------------------------------------------------------------------------------------
 # Report
@@ -235,129 +96,6 @@ class LoadtestReport:
         if self.failed or self.client_errors or self.verification.unverified:
             return 1
         return 0
-
-
-# ---------------------------------------------------------------------------------------------
-# Target: who logs in, which exam, which questions
-
-
-@dataclass
-class Target:
-    exam_id: int
-    questions: list[tuple[int, str]]
-    tokens: list[str]
-    provisioned: bool = False
-
-
-def read_tokens_file(path: Path) -> tuple[list[str], int | None, list[tuple[int, str]] | None]:
-    """A JSON document ``{"tokens": [...], "exam_id": n, "questions": [[q, part], ...]}``
-    (exam and questions optional) or plain text with one token per line (``#`` comments)."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise LoadtestError(f"cannot read tokens file {path}: {exc.strerror}") from None
-    if text.lstrip().startswith("{"):
-        try:
-            doc = json.loads(text)
-            tokens = [str(t) for t in doc["tokens"]]
-            exam_id = int(doc["exam_id"]) if doc.get("exam_id") is not None else None
-            questions = (
-                [(int(q), str(p)) for q, p in doc["questions"]] if doc.get("questions") else None
-            )
-        except (ValueError, KeyError, TypeError) as exc:
-            raise LoadtestError(f"tokens file {path} is not valid: {exc}") from None
-        return tokens, exam_id, questions
-    tokens = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
-    return tokens, None, None
-
-
-def _open_exam_id(duration: float) -> int:
-    """The exam open now with the most time left, which must outlast the run."""
-    import datetime as dt
-
-    from django.utils import timezone
-
-    from backend.exams.models import Exam
-
-    now = timezone.now()
-    exam = Exam.objects.filter(starts_at__lte=now, ends_at__gt=now).order_by("-ends_at").first()
-    if exam is None:
-        raise LoadtestError("no exam is open now: pass --exam ID or seed one (`opsctl demo seed`)")
-    if exam.ends_at < now + dt.timedelta(seconds=duration + 60):
-        raise LoadtestError(f"the open exam {exam.id} closes before the run would end")
-    return exam.id
-
-
-def _exam_questions(exam_id: int, duration: float) -> list[tuple[int, str]]:
-    from backend.exams import answer_keys
-    from backend.exams.models import Exam
-
-    exam = Exam.objects.filter(pk=exam_id).first()
-    if exam is None:
-        raise LoadtestError(f"no exam {exam_id} in the database")
-    if exam.duration_min * 60 < duration + 30:
-        raise LoadtestError(
-            f"exam {exam_id} lasts {exam.duration_min} min, shorter than the run: sessions "
-            "would time out"
-        )
-    questions = sorted(answer_keys.answer_key(exam_id))
-    if not questions:
-        raise LoadtestError(f"exam {exam_id} has no answer key, so no question to answer")
-    return questions
-
-
-def provision(
-    students: int, exam_id: int | None, duration: float, database_url: str | None = None
-) -> Target:
-    """Create ``students`` students through the backend's seeding function (Django, against
-    DATABASE_URL: it must be the database the server under test uses)."""
-    from opsctl.service import setup_django
-
-    setup_django(database_url)
-    from django.db import DatabaseError
-
-    from backend.exams.seed import create_students
-
-    try:
-        exam_id = exam_id or _open_exam_id(duration)
-        questions = _exam_questions(exam_id, duration)
-        people = create_students(students, prefix="loadtest")
-    except DatabaseError as exc:
-        raise LoadtestError(f"provisioning students failed: {_first_line(exc)}") from None
-    return Target(exam_id, questions, [tok for _, _, tok in people], provisioned=True)
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def resolve_target(
-    students: int,
-    duration: float,
-    exam_id: int | None,
-    tokens_file: Path | None,
-    database_url: str | None = None,
-) -> Target:
-    if tokens_file is None:
-        return provision(students, exam_id, duration, database_url)
-    tokens, file_exam, questions = read_tokens_file(tokens_file)
-    if len(tokens) < students:
-        raise LoadtestError(f"tokens file has {len(tokens)} tokens; --students asks for {students}")
-    exam_id = exam_id or file_exam
-    if exam_id is None or questions is None:
-        # A plain token list: the exam and its questions come from the database.
-        from opsctl.service import setup_django
-
-        setup_django(database_url)
-        from django.db import DatabaseError
-
-        try:
-            exam_id = exam_id or _open_exam_id(duration)
-            questions = _exam_questions(exam_id, duration)
-        except DatabaseError as exc:
-            raise LoadtestError(f"reading exam questions failed: {_first_line(exc)}") from None
-    return Target(exam_id, questions, tokens[:students])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -692,29 +430,3 @@ def run_load(
         error_samples=rec.error_samples,
         provisioned=target.provisioned,
     )
-
-
-def loadtest(
-    url: str,
-    students: int,
-    duration: str | float,
-    rate: float | None = None,
-    think: str | float = 2.0,
-    exam_id: int | None = None,
-    tokens_file: Path | None = None,
-    database_url: str | None = None,
-    seed: int | None = None,
-    connections: int = 64,
-    progress: Callable[[str], None] | None = None,
-) -> LoadtestReport:
-    """The one service function behind `opsctl loadtest`: resolve students (provision them or
-    read a tokens file), run the load, verify, report."""
-    if not url.startswith(("http://", "https://")):
-        raise LoadtestError(f"URL must start with http:// or https://, got {url!r}")
-    duration_s = parse_duration(duration) if isinstance(duration, str) else float(duration)
-    think_s = parse_duration(think) if isinstance(think, str) else float(think)
-    plan_arrivals(students, duration_s, rate, think_s)  # fail fast, before provisioning
-    target = resolve_target(students, duration_s, exam_id, tokens_file, database_url)
-    if progress:
-        progress(f"{students} students on exam {target.exam_id}, {duration_s:g}s against {url}")
-    return run_load(url, target, duration_s, rate, think_s, seed=seed, max_connections=connections)

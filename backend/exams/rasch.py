@@ -190,8 +190,10 @@ def _screen(right, wrong, usable, excluded, labels) -> np.ndarray:
         if not changed:
             break
     if usable.sum() < 2:
+        why = "; ".join(f"{_names([i], labels)} {r}" for i, r in sorted(excluded.items()))
         raise RaschDataError(
-            "fewer than two items with both right and wrong answers: nothing to calibrate",
+            "fewer than two items can be calibrated, nothing to estimate: an item needs right "
+            "and wrong answers from students with mixed scores" + (f" ({why})" if why else ""),
             np.flatnonzero(usable),
         )
     return usable

@@ -212,6 +212,7 @@ class FailoverResult:
 
 
 _UPSTREAM = re.compile(r"upstream=(\S+(?:, \S+)*) ustatus=(\S+(?:, \S+)*)")
+_MSEC = re.compile(r" t=(\d+\.\d+) ")
 
 
 def _upstreams(line: str) -> tuple[list[str], list[str]]:
@@ -235,9 +236,9 @@ def failover_drill(
         events["killed"] = time.monotonic()
         time.sleep(duration / 4)
         try:
-            victim.start()
-            events["restarted"] = time.monotonic()
             events["restart_offset"] = topo.nginx.log_size()
+            events["restarted"] = time.time()
+            victim.start()
         except RehearsalError as exc:
             events["restart_error"] = str(exc)
 
@@ -253,22 +254,28 @@ def failover_drill(
     retried = sum(len(_upstreams(ln)[0]) > 1 for ln in topo.nginx.log_lines(offset))
 
     # Rejoin: after its restart the host must answer through nginx again (nginx retries it
-    # once its fail_timeout is over; no reload).
+    # once its fail_timeout is over; no reload). The access log says when it first did.
     rejoin = None
     deadline = time.monotonic() + rejoin_timeout
     with _client(topo.url) as c:
         while time.monotonic() < deadline and rejoin is None:
-            c.get("/api/ping/")
             for line in topo.nginx.log_lines(events["restart_offset"]):
                 ups, codes = _upstreams(line)
-                if ups and ups[-1] == victim.address and codes[-1] == "200":
-                    rejoin = time.monotonic() - events["restarted"]
+                stamp = _MSEC.search(line)
+                if ups and ups[-1] == victim.address and codes[-1] in ("200", "201") and stamp:
+                    rejoin = max(0.0, float(stamp.group(1)) - events["restarted"])
                     break
             else:
+                c.get("/api/ping/")  # traffic, in case the load is over
                 time.sleep(0.25)
     ok = load.ok and load.unreachable_seen == 0 and rejoin is not None
     return FailoverResult(
-        ok, victim.name, load, retried, rejoin is not None, round(rejoin, 1) if rejoin else None
+        ok,
+        victim.name,
+        load,
+        retried,
+        rejoin is not None,
+        round(rejoin, 1) if rejoin is not None else None,
     )
 
 

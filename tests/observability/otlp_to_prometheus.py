@@ -111,7 +111,8 @@ def _add(m, resource, counters, gauges) -> None:
             labels = _labels(resource, _attrs(p.get("attributes")))
             cumulative = 0
             for bound, n in zip(
-                [*p.get("explicitBounds", []), float("inf")], p.get("bucketCounts", []),
+                [*p.get("explicitBounds", []), float("inf")],
+                p.get("bucketCounts", []),
                 strict=False,
             ):
                 cumulative += int(n)

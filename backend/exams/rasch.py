@@ -76,8 +76,8 @@ WARM_ROWS = 10_000
 # Pairs of items closer than this (logits) get their information term from leave-two-out
 # functions: the quotient formula would lose about 1e-16 / TIE of its precision.
 TIE = 1e-5
-# Elements per work array in the row recursions (8 bytes each).
-BUDGET = 4_000_000
+# Elements per work array in the row recursions (8 bytes each: 8 MB).
+BUDGET = 1_000_000
 # Persons per block in the vectorised fit statistics.
 BLOCK = 20_000
 
@@ -139,6 +139,10 @@ class _Fit:
     excluded: dict[int, str]
     converged: bool
     iterations: int
+    rows: tuple = ()  # (mask, score, count, item totals, answered counts) of the rows
+    at: np.ndarray | None = None  # the difficulties of the last pass over the rows ...
+    probs: np.ndarray | None = None  # ... its P vectors and log gamma
+    log_gamma: np.ndarray | None = None
 
 
 def _names(ids, labels) -> str:
@@ -292,37 +296,42 @@ def _row_probs(b: np.ndarray, mask: np.ndarray, r: np.ndarray):
             rows = rows_all[c0 : c0 + chunk]
             m = mask[rows]
             fl = flip[rows]
-            shift = (m * b).sum(1) / n_ans[rows]
+            mb = (m * b).sum(1)
+            shift = mb / n_ans[rows]
             # Centred within the row: gamma_r scales by exp(r c), which cancels in P and is
             # put back in log gamma below.
             arg = np.where(fl[:, None], b[None, :] - shift[:, None], shift[:, None] - b[None, :])
             eps_t = np.ascontiguousarray(np.where(m, np.exp(arg), 0.0).T)  # (k, n)
             n = len(rows)
-            fwd = np.empty((k, sc, n))
-            g = np.zeros((sc, n))
-            g[0] = 1.0
-            for j in range(k):
-                top = min(j, sc - 1)
-                fwd[j, : top + 1] = g[: top + 1]
+            # fwd[j]: gamma_0 .. gamma_{sc-1} of the items before j, each step written
+            # straight into the next slot.
+            fwd = np.zeros((k, sc, n))
+            fwd[:, 0] = 1.0
+            for j in range(k - 1):
                 hi = min(j + 1, sc - 1)
                 if hi >= 1:
-                    g[1 : hi + 1] += eps_t[j] * g[:hi]
+                    nxt = fwd[j + 1, 1 : hi + 1]
+                    np.multiply(fwd[j, :hi], eps_t[j], out=nxt)
+                    nxt += fwd[j, 1 : hi + 1]
+            # Reverse pass: adj holds d gamma_sc / d gamma^(j+1)_s, so that
+            # d gamma_sc / d eps_j = sum_s adj_s gamma^(j)_{s-1}.
             adj = np.zeros((sc + 1, n))
             adj[sc] = 1.0
+            tmp = np.empty((sc, n))
             d = np.empty((k, n))
             for j in range(k - 1, -1, -1):
                 lo, hi = max(1, sc - (k - 1 - j)), min(sc, j + 1)
                 d[j] = np.einsum("sn,sn->n", adj[lo : hi + 1], fwd[j, lo - 1 : hi])
                 lo2 = max(0, sc - (k - j))
-                adj[lo2:sc] += eps_t[j] * adj[lo2 + 1 : sc + 1]
+                t = tmp[: sc - lo2]
+                np.multiply(adj[lo2 + 1 : sc + 1], eps_t[j], out=t)
+                adj[lo2:sc] += t
             ed = eps_t * d
             total = ed.sum(0)  # = sc * gamma_sc
             p_eff = (sc * ed / total).T
             lg_eff = np.log(total / sc)
             probs[rows] = np.where(fl[:, None], m - p_eff, p_eff)
-            log_gamma[rows] = np.where(
-                fl, lg_eff + sc * shift - (m * b).sum(1), lg_eff - sc * shift
-            )
+            log_gamma[rows] = np.where(fl, lg_eff + sc * shift - mb, lg_eff - sc * shift)
     return probs, log_gamma
 
 
@@ -399,14 +408,17 @@ def _rows_of(right, present, ids, persons):
     return m_items[mixed][first], scores[mixed][first], counts.astype(float), totals, n_answered
 
 
-def _newton(b, rows, max_iter, tol, ids):
-    """Newton's method on the conditional likelihood from ``b``. Returns the estimates, their
-    covariance, the log-likelihood at the estimates, whether it converged, the passes."""
+def _newton(b, rows, max_iter, tol, ids, first=None):
+    """Newton's method on the conditional likelihood from ``b`` (``first``: the rows' P
+    vectors and log gamma at ``b``, when already known). Returns the estimates, their
+    covariance, the log-likelihood at the estimates, whether it converged, the passes, and
+    the last pass's difficulties and P vectors."""
     mask, r, counts, totals, _ = rows
     cov = None
     loglik = float("nan")
     for iteration in range(1, max_iter + 1):
-        probs, log_gamma = _row_probs(b, mask, r)
+        at = b
+        probs, log_gamma = first if iteration == 1 and first else _row_probs(b, mask, r)
         grad = counts @ probs - totals  # d loglik / d b
         loglik = float(-(totals @ b) - counts @ log_gamma)
         cov = _constrained_inverse(_information(b, probs, mask, r, counts), ids)
@@ -418,21 +430,40 @@ def _newton(b, rows, max_iter, tol, ids):
         b -= b.mean()
         if big <= tol:
             # The log-likelihood after a full Newton step, to third order in the step.
-            return b, cov, loglik + 0.5 * float(grad @ step), True, iteration
-    return b, cov, loglik, False, max_iter
+            loglik += 0.5 * float(grad @ step)
+            return b, cov, loglik, True, iteration, (at, probs, log_gamma)
+    return b, cov, loglik, False, max_iter, (at, probs, log_gamma)
 
 
-def _estimate(right, wrong, present, usable, labels, max_iter, tol, start=None) -> _Fit:
+def _estimate(
+    right, wrong, present, usable, labels, max_iter, tol, start=None, within=None
+) -> _Fit:
     """Screen the items, check the design, and solve the CML equations by Newton's method
-    (``start``: difficulties for every column, to start from)."""
+    (``start``: difficulties for every column, to start from; ``within``: (a fit of a larger
+    sample, which of its rows are these persons'), to start from its last pass)."""
     excluded: dict[int, str] = {}
     usable = _screen(right, wrong, usable, excluded, labels)
     ids = np.flatnonzero(usable)
     _check_links(right, wrong, ids, labels)
     everyone = np.arange(right.shape[0])
-    rows = _rows_of(right, present, ids, everyone)
     passes = 0
-    if start is not None and np.isfinite(start[ids]).all():
+    first = None
+    if within is not None and np.array_equal(ids, within[0].items):
+        # Same items: these persons' rows are a subset of the larger fit's, and its last
+        # pass already computed their P vectors (Andersen's halves: one pass saved each).
+        big, keep = within
+        scores = right[:, ids].sum(1)
+        mixed = (scores > 0) & (scores < present[:, ids].sum(1))
+        mask, r, counts = big.rows[0][keep], big.rows[1][keep], big.rows[2][keep]
+        rows = (mask, r, counts, right[mixed][:, ids].sum(0).astype(float),
+                present[mixed][:, ids].sum(0))  # fmt: skip
+        b = big.at
+        first = (big.probs[keep], big.log_gamma[keep])
+    else:
+        rows = _rows_of(right, present, ids, everyone)
+    if first is not None:
+        pass  # start where the larger fit's last pass was
+    elif start is not None and np.isfinite(start[ids]).all():
         b = np.asarray(start, dtype=float)[ids]
     else:
         _, _, _, totals, n_answered = rows
@@ -443,16 +474,20 @@ def _estimate(right, wrong, present, usable, labels, max_iter, tol, start=None) 
             # so that the passes over every row start close (two instead of four).
             sample = everyone[:: len(rows[0]) // WARM_ROWS]
             try:
-                warm, _, _, ok, passes = _newton(
+                warm, _, _, ok, passes, _ = _newton(
                     b - b.mean(), _rows_of(right, present, ids, sample), 8, 1e-2, ids
                 )
             except RaschDataError:
                 ok = False  # the sample alone does not identify the model
             if ok:
                 b = warm
-    b, cov, loglik, converged, iterations = _newton(b - b.mean(), rows, max_iter, tol, ids)
+    b, cov, loglik, converged, iterations, (at, probs, log_gamma) = _newton(
+        b - b.mean(), rows, max_iter, tol, ids, first
+    )
     se = np.sqrt(np.clip(np.diag(cov), 0, None))
-    return _Fit(ids, b, se, loglik, excluded, converged, iterations + passes)
+    return _Fit(
+        ids, b, se, loglik, excluded, converged, iterations + passes, rows, at, probs, log_gamma
+    )
 
 
 # --- Abilities, fit, reliability ---------------------------------------------------------
@@ -469,26 +504,26 @@ def _wle_rows(b: np.ndarray, mask: np.ndarray, r: np.ndarray):
     active = np.arange(len(theta))
 
     def terms(t, m):
-        p = m / (1.0 + np.exp(-(t[:, None] - b[None, :])))
+        p = m / (1.0 + np.exp(b[None, :] - t[:, None]))
         w = p * (1 - p)
-        info = w.sum(1)
-        return p, info, (w * (1 - 2 * p)).sum(1)
+        return p.sum(1), w.sum(1), (w * (1 - 2 * p)).sum(1), (w * (1 - 6 * w)).sum(1)
 
     for _ in range(100):
         if not len(active):
             break
         t = theta[active]
-        p, info, j = terms(t, mask[active])
-        val = rf[active] - p.sum(1) + j / (2 * info)
+        expected, info, j, dj = terms(t, mask[active])
+        val = rf[active] - expected + j / (2 * info)
         lo[active] = np.where(val > 0, t, lo[active])
         hi[active] = np.where(val <= 0, t, hi[active])
-        # The J/2I term's derivative is small: step by -I (a quasi-Newton step).
-        new = t + val / info
+        # d/dtheta: -I + (J' I - J^2) / (2 I^2), since I' = J and J' = sum W (1 - 6 W).
+        slope = -info + (dj * info - j**2) / (2 * info**2)
+        new = t - val / np.where(slope < 0, slope, -info)
         outside = (new <= lo[active]) | (new >= hi[active])
         new = np.where(outside, (lo[active] + hi[active]) / 2, new)
         theta[active] = new
-        active = active[np.abs(new - t) >= 1e-9]
-    _, info, _ = terms(theta, mask)
+        active = active[np.abs(new - t) >= 1e-8]
+    _, info, _, _ = terms(theta, mask)
     return theta, 1.0 / np.sqrt(info)
 
 
@@ -550,14 +585,14 @@ def _alpha(x0, present, ids) -> float:
     """Cronbach's alpha (KR-20 for 0/1 items): k/(k-1) (1 - sum var_i / var(total)), the
     total's variance as the sum of the item covariance matrix, each covariance over the
     persons who answered both items (identical to KR-20 on complete data)."""
-    m = present[:, ids].astype(float)
-    x = x0[:, ids]
-    n = m.T @ m
+    k = len(ids)
+    z = np.concatenate([x0[:, ids], present[:, ids]], axis=1, dtype=float)
+    zz = z.T @ z  # one symmetric product: x'x, x'm (sums of x_i where j answered), m'm
+    n = zz[k:, k:]
     if (n < 2).any():
         return float("nan")
-    sx = x.T @ m  # [i, j]: sum of x_i over persons who also answered j
-    cov = (x.T @ x) / n - (sx / n) * (sx.T / n)
-    k = len(ids)
+    sx = zz[:k, k:]
+    cov = zz[:k, :k] / n - (sx / n) * (sx.T / n)
     total = cov.sum()
     if total <= 0:
         return float("nan")
@@ -640,10 +675,10 @@ def _andersen(right, wrong, present, fit: _Fit, labels, max_iter, tol):
     try:
         for _ in range(n_items):
             halves = []
-            for part in (low, high):
+            for part, keep in ((low, fit.rows[1] <= median), (high, fit.rows[1] > median)):
                 halves.append(
                     _estimate(right[part], wrong[part], present[part], usable, labels,
-                              max_iter, max(tol, TEST_TOL), start=start)
+                              max_iter, max(tol, TEST_TOL), start=start, within=(fit, keep))
                 )  # fmt: skip
             dropped = {**halves[0].excluded, **halves[1].excluded}
             if not dropped:

@@ -86,6 +86,22 @@ class GunicornServer:
             return []
         return [c.pid for c in psutil.Process(self.proc.pid).children()]
 
+    def workers_booted(self) -> bool:
+        """All ``workers`` are up and have loaded the app. A gthread worker runs one thread
+        until then; loading the app (telemetry's exporter threads) or serving a request (its
+        thread pool) adds more. On a busy machine a worker can take seconds to boot."""
+        import psutil
+
+        if not self.proc:
+            return False
+        try:
+            workers = psutil.Process(self.proc.pid).children()
+            return len(workers) == self.workers and all(
+                w.status() != psutil.STATUS_ZOMBIE and w.num_threads() > 1 for w in workers
+            )
+        except psutil.Error:
+            return False
+
     def kill_worker(self) -> int | None:
         """SIGKILL the oldest worker, as the OOM killer would; returns its pid (None if there
         is no worker right now). The master notices and forks a replacement."""

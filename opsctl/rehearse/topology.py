@@ -254,7 +254,19 @@ class AppHost:
             "DEBUG": "0",
             "PYTHONPATH": str(REPO_ROOT),
         }
-        for key in ("DJANGO_SETTINGS_MODULE",):
+        # What the operator's shell may carry that would send this host elsewhere: a real
+        # Collector, sampling, telemetry off, another paper prefix than the nginx site's.
+        for key in (
+            "DJANGO_SETTINGS_MODULE",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+            "OTEL_TRACES_SAMPLER",
+            "OTEL_TRACES_SAMPLER_ARG",
+            "OPS_TELEMETRY",
+            "OPS_TRACING",
+            "PAPER_ACCEL_PREFIX",
+        ):
             self.env.pop(key, None)
         self.proc: subprocess.Popen | None = None
         self.started_at = 0.0
@@ -391,6 +403,7 @@ class Topology:
         self.nginx: Nginx | None = None
         self.seeded: Seeded | None = None
         self._db_created = False
+        self._keep_files = False
         self._tokens_used = 0
 
     # -- lifecycle
@@ -421,6 +434,7 @@ class Topology:
             self.nginx.start()
             self.progress(f"nginx on {self.nginx.url} in front of {len(self.hosts)} hosts")
         except BaseException:
+            self._keep_files = True  # the error names a log under the work directory
             self.close()
             raise
         return self
@@ -432,7 +446,7 @@ class Topology:
             host.stop()
         if self._db_created and not self.keep:
             self._drop_database()
-        if self._own_workdir and not self.keep:
+        if self._own_workdir and not (self.keep or self._keep_files):
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> Topology:

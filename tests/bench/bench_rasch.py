@@ -14,13 +14,13 @@ import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import json  # noqa: E402
-import time  # noqa: E402
-import tracemalloc  # noqa: E402
+import json
+import time
+import tracemalloc
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from backend.exams.rasch import calibrate, simulate  # noqa: E402
+from backend.exams.rasch import calibrate, simulate
 
 
 def _rmse(est: np.ndarray, true: np.ndarray) -> float:
@@ -78,7 +78,7 @@ def _skipped(rng, b, rounds: int = 2) -> dict:
     )
     present = ~np.isnan(missing)
     packed = np.packbits(present, axis=1)
-    out["distinct_answer_patterns"] = int(len(np.unique(packed, axis=0)))
+    out["distinct_answer_patterns"] = len(np.unique(packed, axis=0))
     return out
 
 

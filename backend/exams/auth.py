@@ -10,7 +10,11 @@ from backend.exams.models import Student, hash_token
 
 def bearer_token_hash(request: HttpRequest) -> str:
     """The SHA-256 of the request's bearer token, or a 401."""
-    header = request.headers.get("Authorization", "")
+    return token_hash_from_header(request.headers.get("Authorization", ""))
+
+
+def token_hash_from_header(header: str) -> str:
+    """The SHA-256 of the token in an ``Authorization: Bearer <token>`` value, or a 401."""
     scheme, _, token = header.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:

@@ -28,6 +28,24 @@ def error_response(http_status: int, message: str, **extra: Any) -> JsonResponse
     return JsonResponse({"error": message, **extra}, status=http_status)
 
 
+def error_for(exc: Exception) -> JsonResponse | None:
+    """The JSON answer for an exception a view raised, or None when it is a server fault (the
+    caller re-raises it). Shared by ``api_view`` and the save fast path (save_fastpath.py)."""
+    if isinstance(exc, ApiError):
+        return error_response(exc.status, exc.message, **exc.extra)
+    if isinstance(exc, Http404):
+        return error_response(404, str(exc) or "not found")
+    if isinstance(exc, (OperationalError, InterfaceError)) or (
+        isinstance(exc, DatabaseError) and _is_connection_error(exc)
+    ):
+        # The database is down or restarting: tell clients to retry, don't pretend a 500.
+        log.warning("database unavailable: %s", exc)
+        resp = error_response(503, "database unavailable, please retry")
+        resp["Retry-After"] = "1"
+        return resp
+    return None
+
+
 def api_view(*methods: str) -> Callable:
     """Restrict methods, turn ApiError/Http404 into JSON, and a database outage into 503."""
 
@@ -40,22 +58,11 @@ def api_view(*methods: str) -> Callable:
                 return resp
             try:
                 return view(request, *args, **kwargs)
-            except ApiError as exc:
-                return error_response(exc.status, exc.message, **exc.extra)
-            except Http404 as exc:
-                return error_response(404, str(exc) or "not found")
-            except (OperationalError, InterfaceError) as exc:
-                # The database is down or restarting: tell clients to retry, don't pretend a 500.
-                log.warning("database unavailable: %s", exc)
-                resp = error_response(503, "database unavailable, please retry")
-                resp["Retry-After"] = "1"
+            except Exception as exc:
+                resp = error_for(exc)
+                if resp is None:
+                    raise
                 return resp
-            except DatabaseError as exc:
-                if _is_connection_error(exc):
-                    resp = error_response(503, "database unavailable, please retry")
-                    resp["Retry-After"] = "1"
-                    return resp
-                raise
 
         wrapper.csrf_exempt = True  # token-authenticated JSON API: no cookies, no CSRF
         return wrapper
@@ -68,16 +75,24 @@ def _is_connection_error(exc: Exception) -> bool:
     return any(s in text for s in ("connection", "terminating", "server closed", "pool"))
 
 
+def body_too_large() -> ApiError:
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    message = f"the body is larger than the {limit // 1024} KiB limit"
+    return ApiError(413, message, limit_bytes=limit)
+
+
 def parse_json_body(request: HttpRequest) -> dict:
     if request.content_type and request.content_type != "application/json":
         raise ApiError(415, "send the body as application/json")
     try:
         raw = request.body
     except RequestDataTooBig:
-        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-        raise ApiError(
-            413, f"the body is larger than the {limit // 1024} KiB limit", limit_bytes=limit
-        ) from None
+        raise body_too_large() from None
+    return parse_json_object(raw)
+
+
+def parse_json_object(raw: bytes) -> dict:
+    """A request body that must be one JSON object."""
     try:
         body = json.loads(raw or b"")
     except (ValueError, UnicodeDecodeError) as exc:

@@ -45,6 +45,14 @@ ON CONFLICT (session_id, question, part) DO UPDATE SET
   value = excluded.value, updated_at = excluded.updated_at, seq = exams_answer.seq + 1
 RETURNING seq, value
 """
+# The save's first statement, by hand rather than through the ORM (whose query building was a
+# fifth of a save's CPU): the session, if it is this student's, and whether its deadline plus
+# grace has passed (compared in SQL, so SQLite's naive datetimes never reach Python).
+_SESSION_CHECK = """
+SELECT s.status, s.exam_id, s.deadline < %s FROM exams_examsession s
+JOIN exams_student st ON st.id = s.student_id
+WHERE s.id = %s AND st.token_hash = %s
+"""
 _INSERT = "INSERT INTO exams_answer (session_id, question, part, value, seq, updated_at)"
 _JOURNAL = """
 INSERT INTO exams_answerevent (session_id, question, part, value, seq, received_at)
@@ -159,18 +167,20 @@ def journal_enabled() -> bool:
 def save_answer(session_id: int, token_hash: str, body: dict) -> SaveResult:
     """Auto-save one answer in at most 3 statements: session check, upsert, journal insert."""
     question, part, answer, seq = validate_save(body)
-    row = (
-        ExamSession.objects.filter(pk=session_id, student__token_hash=token_hash)
-        .values_list("status", "deadline", "exam_id")
-        .first()
-    )
+    now = timezone.now()
+    cutoff = now - dt.timedelta(seconds=settings.EXAM_SUBMIT_GRACE_SECONDS)
+    with connection.cursor() as cur:
+        cur.execute(
+            _SESSION_CHECK,
+            [connection.ops.adapt_datetimefield_value(cutoff), session_id, token_hash],
+        )
+        row = cur.fetchone()
     if row is None:
         raise_for_foreign_or_unknown(token_hash)
-    status, deadline, exam_id = row
+    status, exam_id, overdue = row
     if status != ExamSession.IN_PROGRESS:
         raise ApiError(409, f"the session is already {status}", status=status)
-    now = timezone.now()
-    if now > deadline + dt.timedelta(seconds=settings.EXAM_SUBMIT_GRACE_SECONDS):
+    if overdue:
         submit_session(session_id, now=now)
         raise ApiError(410, "time is over: the session has been submitted", status="submitted")
     if (question, part) not in answer_keys.answer_key(exam_id):

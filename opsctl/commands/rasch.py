@@ -120,10 +120,12 @@ def status_cmd(
         return
     print_table(
         "Rasch calibration",
-        ("exam", "title", "closed", "sessions", "current run", "reliability", "last", "due"),
+        ("exam", "title", "closed", "sessions", "current run", "reliability", "KR-20", "last",
+         "due"),
         [
             (r.exam_id, r.title, "yes" if r.closed else "no", r.scored_sessions,
              r.current_run_id or "-", "-" if r.reliability is None else f"{r.reliability:.2f}",
+             "-" if r.kr20 is None else f"{r.kr20:.2f}",
              r.last_outcome or "-", "yes" if r.needs_calibration else "")
             for r in rows
         ],

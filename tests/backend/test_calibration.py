@@ -251,3 +251,10 @@ def test_cli_shows_the_model_checks_and_warnings(monkeypatch):
     assert (
         f"warning: 1 item(s) excluded, no difficulty: {label} (right for every non-extreme)" in out
     )
+    r = runner.invoke(app, ["rasch", "calibrate", str(exam.id), "--json"])
+    assert r.exit_code == 0, r.output
+    stored = json.loads(r.stdout)
+    r = runner.invoke(app, ["rasch", "status", str(exam.id), "--json"])
+    assert json.loads(r.stdout)[0]["kr20"] == stored["kr20"]
+    r = runner.invoke(app, ["rasch", "status", str(exam.id)])
+    assert "KR-20" in r.stdout and f"{stored['kr20']:.2f}" in r.stdout

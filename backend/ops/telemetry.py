@@ -26,6 +26,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import logging
@@ -332,6 +333,7 @@ def setup(
         register_dropped_counter(meter, queue)
         _instruments["tracer"] = tracer_provider.get_tracer("backend.ops.telemetry")
         _instruments["providers"] = (tracer_provider, meter_provider)
+        _instruments["queued_meter_provider"] = queued
         _instrument_django(tracer_provider, queued)
         _install_db_wrapper()
         _setup_pid = os.getpid()
@@ -420,6 +422,25 @@ def wsgi_request_class():
     return Request
 
 
+def providers() -> tuple[TracerProvider, metrics.MeterProvider] | None:
+    """This process's tracer provider and its queued meter provider (measurements recorded
+    off the request thread), or None before ``setup``."""
+    if "providers" not in _instruments:
+        return None
+    return _instruments["providers"][0], _instruments["queued_meter_provider"]
+
+
+@contextlib.contextmanager
+def request_scope(route: str):
+    """The route and per-request statement counts the DB wrapper reads, for one request
+    (RequestContextMiddleware for Django views; backend/exams/save_fastpath.py directly)."""
+    token = _request.set({"route": route, "counts": Counter(), "flagged": set()})
+    try:
+        yield
+    finally:
+        _request.reset(token)
+
+
 class RequestContextMiddleware:
     """Carries the route and per-request statement counts to the DB wrapper."""
 
@@ -427,11 +448,8 @@ class RequestContextMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        token = _request.set({"route": "", "counts": Counter(), "flagged": set()})
-        try:
+        with request_scope(""):
             return self.get_response(request)
-        finally:
-            _request.reset(token)
 
     def process_view(self, request, view_func, view_args, view_kwargs):
         ctx = _request.get()

@@ -408,11 +408,13 @@ def _rows_of(right, present, ids, persons):
     return m_items[mixed][first], scores[mixed][first], counts.astype(float), totals, n_answered
 
 
-def _newton(b, rows, max_iter, tol, ids, first=None):
+def _newton(b, rows, max_iter, tol, ids, first=None, final=True):
     """Newton's method on the conditional likelihood from ``b`` (``first``: the rows' P
     vectors and log gamma at ``b``, when already known). Returns the estimates, their
     covariance, the log-likelihood at the estimates, whether it converged, the passes, and
-    the last pass's difficulties and P vectors."""
+    the last pass's difficulties and P vectors. With ``final``, one more pass at the
+    estimates gives the information matrix (standard errors) and log-likelihood there;
+    without, they are those of the last step's start (at most ``tol`` away)."""
     mask, r, counts, totals, _ = rows
     cov = None
     loglik = float("nan")
@@ -429,6 +431,11 @@ def _newton(b, rows, max_iter, tol, ids, first=None):
         b = b + step
         b -= b.mean()
         if big <= tol:
+            if final:
+                probs, log_gamma = _row_probs(b, mask, r)
+                loglik = float(-(totals @ b) - counts @ log_gamma)
+                cov = _constrained_inverse(_information(b, probs, mask, r, counts), ids)
+                return b, cov, loglik, True, iteration, (b, probs, log_gamma)
             # The log-likelihood after a full Newton step, to third order in the step.
             loglik += 0.5 * float(grad @ step)
             return b, cov, loglik, True, iteration, (at, probs, log_gamma)
@@ -475,14 +482,19 @@ def _estimate(
             sample = everyone[:: len(rows[0]) // WARM_ROWS]
             try:
                 warm, _, _, ok, passes, _ = _newton(
-                    b - b.mean(), _rows_of(right, present, ids, sample), 8, 1e-2, ids
+                    b - b.mean(),
+                    _rows_of(right, present, ids, sample),
+                    8,
+                    1e-2,
+                    ids,
+                    final=False,
                 )
             except RaschDataError:
                 ok = False  # the sample alone does not identify the model
             if ok:
                 b = warm
     b, cov, loglik, converged, iterations, (at, probs, log_gamma) = _newton(
-        b - b.mean(), rows, max_iter, tol, ids, first
+        b - b.mean(), rows, max_iter, tol, ids, first, final=within is None
     )
     se = np.sqrt(np.clip(np.diag(cov), 0, None))
     return _Fit(

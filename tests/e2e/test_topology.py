@@ -238,18 +238,6 @@ def rehearsal():
 
 pg = pytest.mark.postgres_only
 
-# Session expiry takes its job lock in a change the observability helper is making
-# (backend/exams/management/commands/expire_sessions.py). Until it lands, the drill shows
-# both hosts expiring the same sessions; once it does, this turns itself off.
-EXPIRY_LOCKED = any(
-    "job_lock(" in (ROOT / path).read_text()
-    for path in (
-        "backend/exams/management/commands/expire_sessions.py",
-        "backend/exams/sessions.py",
-    )
-)
-EXPIRY_PENDING = "session expiry takes no job lock yet (expire_sessions.py)"
-
 
 @pg
 def test_paper_through_nginx(rehearsal):
@@ -304,17 +292,7 @@ def test_a_flag_changed_on_host_a_takes_effect_on_host_b_within_the_ttl(rehearsa
 
 
 @pg
-@pytest.mark.parametrize(
-    "job",
-    [
-        "retention",
-        "calibration",
-        pytest.param(
-            "session-expiry",
-            marks=pytest.mark.xfail(not EXPIRY_LOCKED, reason=EXPIRY_PENDING, strict=True),
-        ),
-    ],
-)
+@pytest.mark.parametrize("job", ["retention", "calibration", "session-expiry"])
 def test_jobs_started_on_both_hosts_at_once_run_exactly_once(rehearsal, job):
     (j,) = [x for x in rehearsal["jobs"] if x["job"] == job]
     assert len(j["ran_on"]) == 1, j
@@ -336,13 +314,6 @@ def test_telemetry_from_both_hosts_is_counted_by_opsctl(rehearsal):
 
 @pg
 def test_rehearsal_passes_as_a_whole(rehearsal):
-    # The command exits with its report's verdict.
-    assert rehearsal["_exit_code"] == rehearsal["exit_code"]
-    assert rehearsal["lost"] == 0
-    if EXPIRY_LOCKED:
-        assert rehearsal["ok"] and rehearsal["_exit_code"] == 0
-    else:  # everything passes but the one drill waiting for its lock
-        failed = [j["job"] for j in rehearsal["jobs"] if not j["ok"]]
-        assert failed == ["session-expiry"] and rehearsal["_exit_code"] == 1
-        others = ("paper", "body_limit", "load", "failover", "flag", "telemetry")
-        assert all(rehearsal[k]["ok"] for k in others)
+    # The command exits with its report's verdict: every drill passed.
+    assert rehearsal["_exit_code"] == rehearsal["exit_code"] == 0
+    assert rehearsal["ok"] and rehearsal["lost"] == 0

@@ -452,7 +452,9 @@ class Topology:
     def __enter__(self) -> Topology:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None and issubclass(exc_type, RehearsalError):
+            self._keep_files = True  # its message may name a log under the work directory
         self.close()
 
     # -- database

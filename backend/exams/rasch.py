@@ -69,6 +69,9 @@ MAX_ITER = 50
 # Newton stops after a step no larger than TOL logits: the error left after that step is of
 # order TOL squared (Newton converges quadratically; measured: error <= 0.4 step^2), 1e-8.
 TOL = 2e-4
+# After a last step this small the information where it started is the information at the
+# estimates (standard errors change by ~1e-9): no extra pass for it.
+FINAL_STEP = 1e-6
 # The halves of Andersen's test stop earlier: an error of 1e-6 logits changes no test.
 TEST_TOL = 1e-3
 # With more rows than 4x this, Newton first runs on a sample of about this many rows.
@@ -305,14 +308,16 @@ def _row_probs(b: np.ndarray, mask: np.ndarray, r: np.ndarray):
             n = len(rows)
             # fwd[j]: gamma_0 .. gamma_{sc-1} of the items before j, each step written
             # straight into the next slot.
-            fwd = np.zeros((k, sc, n))
+            # Only entries 0 .. min(j, sc - 1) of fwd[j] are ever written or read.
+            fwd = np.empty((k, sc, n))
             fwd[:, 0] = 1.0
             for j in range(k - 1):
                 hi = min(j + 1, sc - 1)
                 if hi >= 1:
                     nxt = fwd[j + 1, 1 : hi + 1]
                     np.multiply(fwd[j, :hi], eps_t[j], out=nxt)
-                    nxt += fwd[j, 1 : hi + 1]
+                    top = min(j, sc - 1)
+                    nxt[:top] += fwd[j, 1 : top + 1]
             # Reverse pass: adj holds d gamma_sc / d gamma^(j+1)_s, so that
             # d gamma_sc / d eps_j = sum_s adj_s gamma^(j)_{s-1}.
             adj = np.zeros((sc + 1, n))
@@ -413,8 +418,9 @@ def _newton(b, rows, max_iter, tol, ids, first=None, final=True):
     vectors and log gamma at ``b``, when already known). Returns the estimates, their
     covariance, the log-likelihood at the estimates, whether it converged, the passes, and
     the last pass's difficulties and P vectors. With ``final``, one more pass at the
-    estimates gives the information matrix (standard errors) and log-likelihood there;
-    without, they are those of the last step's start (at most ``tol`` away)."""
+    estimates gives the information matrix (standard errors) and log-likelihood there,
+    unless the last step was under FINAL_STEP; otherwise they are those of the last step's
+    start (at most ``tol`` away)."""
     mask, r, counts, totals, _ = rows
     cov = None
     loglik = float("nan")
@@ -431,7 +437,7 @@ def _newton(b, rows, max_iter, tol, ids, first=None, final=True):
         b = b + step
         b -= b.mean()
         if big <= tol:
-            if final:
+            if final and big > FINAL_STEP:
                 probs, log_gamma = _row_probs(b, mask, r)
                 loglik = float(-(totals @ b) - counts @ log_gamma)
                 cov = _constrained_inverse(_information(b, probs, mask, r, counts), ids)

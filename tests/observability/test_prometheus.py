@@ -216,7 +216,7 @@ def stack(transactional_db, tmp_path):
             if got and min(float(r["value"][1]) for r in got) >= 5:
                 break
         assert saved > 0
-        yield api, tmp_path
+        yield api, backend
     finally:
         for p in reversed(procs):
             p.stop()
@@ -257,11 +257,12 @@ def _needs_postgres(expr: str) -> bool:
 
 
 def test_dashboards_and_alerts_on_a_real_prometheus(stack):
-    api, _ = stack
+    api, backend = stack
     _check_sql_latency_is_measured_in_seconds_buckets(api)
     _check_series_carry_only_service_environment_and_host(api)
     _check_outage_is_seen_by_the_probe(api)
     _check_every_expression_returns_data_with_its_labels(api)
+    _check_total_outage_pages(api, backend)
 
 
 def _check_every_expression_returns_data_with_its_labels(api):
@@ -366,3 +367,16 @@ def _check_outage_is_seen_by_the_probe(api):
     while not api.query('up{job="otel-collector"} == 1') and time.monotonic() < deadline:
         time.sleep(1)
     assert api.query('up{job="otel-collector"} == 1')
+
+
+def _check_total_outage_pages(api, backend):
+    """Stop the backend: BackendDown's expression (the alert minus its 2-minute `for`) finds
+    the host, while the save SLO alerts have nothing to say (no saves, no ratio)."""
+    rules = {r["alert"]: r for g in yaml.safe_load(RULES.read_text())["groups"]
+             for r in g["rules"] if "alert" in r}  # fmt: skip
+    assert not api.query(rules["BackendDown"]["expr"])
+    backend.stop()
+    got = api.wait_for(rules["BackendDown"]["expr"], timeout=120)
+    assert got, "the probe did not see the stopped backend"
+    assert got[0]["metric"]["host_name"] == "127.0.0.1"
+    assert got[0]["metric"]["job"] == "blackbox-readyz"

@@ -118,6 +118,10 @@ RASCH_MIN_SESSIONS = int(os.environ.get("RASCH_MIN_SESSIONS", "10"))
 RASCH_SCALE_MEAN = float(os.environ.get("RASCH_SCALE_MEAN", "500"))
 RASCH_SCALE_SD = float(os.environ.get("RASCH_SCALE_SD", "100"))
 
+# Auto-save served straight from WSGI (backend/exams/save_fastpath.py); 0 sends it through
+# Django's full request stack like every other route.
+SAVE_FASTPATH = _env_bool("SAVE_FASTPATH", True)
+
 # Feature flags are re-read from the database at most this often per process.
 FLAGS_CACHE_SECONDS = float(os.environ.get("FLAGS_CACHE_SECONDS", "5"))
 

@@ -24,9 +24,12 @@ if settings.TELEMETRY_ENABLED:
 
     telemetry.setup()
 
-application = WSGIHandler()
+django_application = WSGIHandler()
 if settings.TELEMETRY_ENABLED:
-    application.request_class = telemetry.wsgi_request_class()
+    django_application.request_class = telemetry.wsgi_request_class()
+from backend.exams import save_fastpath  # noqa: E402 (needs the app registry)
+
+application = save_fastpath.wrap(django_application)
 
 # Everything loaded so far (Django, the app, OpenTelemetry) lives as long as the worker: move
 # it out of the cyclic collector's reach, so a full collection walks only what requests

@@ -50,7 +50,7 @@ def _sizes(rng, b) -> dict:
     return out
 
 
-def _skipped(rng, b, rounds: int = 2) -> dict:
+def _skipped(rng, b, rounds: int = 3) -> dict:
     """Complete vs 5% missing at random, alternated ``rounds`` times; best time of each."""
     x, _ = simulate(100_000, b, rng)
     missing = x.copy()

@@ -25,8 +25,9 @@ The information matrix is exact and costs two matrix products: for two different
 P_ij(r) = (eps_i P_j(r) - eps_j P_i(r)) / (eps_i - eps_j) (from gamma^(j) - gamma^(i) =
 (eps_i - eps_j) gamma^(ij)), so sum_rows n P_ij needs only the P vectors. Pairs of items with
 (almost) equal difficulties, where that quotient cancels, get their term from leave-two-out
-functions instead. Newton's method with this matrix converges quadratically: three or four
-passes over the rows from the log-odds start.
+functions instead. Newton's method with this matrix converges quadratically: four passes
+over the rows from the log-odds start, three when many rows make it worth solving a sample
+of students first; the standard errors come from the information at the estimates.
 
 Missing responses (not reached, not shown, skipped) are handled exactly: each row's
 conditional likelihood uses only the items answered in it.
@@ -44,7 +45,8 @@ Fit. Infit and outfit mean-squares (Wright & Masters 1982) leave out persons wit
 scores (all right or all wrong on the items they answered), as Winsteps and eRm do: their
 WLE abilities are extrapolations, and their near-zero residuals deflate outfit. Each
 mean-square is standardised with the Wilson-Hilferty cube-root transformation (ZSTD, as in
-Winsteps), so a flag on |ZSTD| means the same at any sample size. Andersen's (1973)
+Winsteps), so a significance flag means the same at any sample size (with abilities estimated
+from the same answers, fitting items' ZSTD centre a little below 0). Andersen's (1973)
 likelihood-ratio test compares the conditional likelihood of the whole sample with that of
 the two halves split at the median raw score (eRm's ``LRtest(splitcr = "median")``); the
 per-item Wald tests compare each item's difficulty between the halves (eRm's ``Waldtest``).

@@ -17,6 +17,9 @@ import pytest
 # DEBUG refuses the public development key.
 os.environ.setdefault("SECRET_KEY", "tests-only-secret-key-" + "x" * 40)
 
+# Tests read traces back, so every request is traced (the shipped default samples 10%).
+os.environ.setdefault("OPS_TRACE_SAMPLE_RATIO", "1")
+
 DB_FIXTURES = {"database_url", "transactional_db", "db", "django_db_setup", "live_gunicorn"}
 
 

@@ -15,6 +15,7 @@ sampler drops costs no span attributes at all; the metric attributes are built o
 from __future__ import annotations
 
 import functools
+import os
 import time
 from timeit import default_timer
 
@@ -110,8 +111,8 @@ class ServerRequest:
     """One request's span and measurements: ``begin`` when it arrives, ``end`` with its status.
     Use it as ``rec = ServerRequest.begin(environ, route)`` (None while telemetry is off)."""
 
-    __slots__ = ("active", "histogram", "method", "protocol", "route", "scheme", "span",
-                 "start", "token")  # fmt: skip
+    __slots__ = ("active", "histogram", "method", "protocol", "remote", "route", "scheme",
+                 "span", "start", "token")  # fmt: skip
 
     @classmethod
     def begin(cls, environ: dict, route: str) -> ServerRequest | None:
@@ -125,7 +126,8 @@ class ServerRequest:
         self.scheme = environ.get("wsgi.url_scheme", "http")
         self.protocol = environ.get("SERVER_PROTOCOL", "HTTP/1.1").rpartition("/")[2]
         self.start = default_timer()
-        parent = extract(environ_carrier(environ)) if "HTTP_TRACEPARENT" in environ else None
+        self.remote = "HTTP_TRACEPARENT" in environ
+        parent = extract(environ_carrier(environ)) if self.remote else None
         # The sampler decides before any attribute is collected: a dropped request costs only
         # the decision (and the span is a no-op the DB wrapper sees as not recording).
         self.span = tracer.start_span(
@@ -140,6 +142,8 @@ class ServerRequest:
 
     def end(self, status: int, error: BaseException | None = None) -> None:
         duration = max(default_timer() - self.start, 0.0)
+        if not self.span.is_recording() and (status >= 500 or duration >= slow_seconds()):
+            self._keep(status, duration, error)
         try:
             if self.span.is_recording():
                 self.span.set_attribute("http.response.status_code", status)
@@ -156,6 +160,34 @@ class ServerRequest:
             _duration_attrs(self.method, self.scheme, self.protocol, self.route, status),
         )
         self.active.add(-1, _active_attrs(self.method, self.scheme))
+
+    def _keep(self, status: int, duration: float, error: BaseException | None) -> None:
+        """The server span of an unsampled request that failed or was slow, made afterwards
+        (without its SQL children, which were not recorded)."""
+        if self.remote:  # the caller decided this trace's sampling; its decision stands
+            return
+        end_ns = time.time_ns()
+        span = _instruments()[0].start_span(
+            f"{self.method} {self.route}", kind=SpanKind.SERVER,
+            context=context.Context(),  # a root: under the dropped span it would be dropped too
+            start_time=end_ns - int(duration * 1e9),
+            attributes={telemetry.KEPT_ATTRIBUTE: "error" if status >= 500 else "slow",
+                        "http.route": self.route, "http.request.method": self.method,
+                        "http.response.status_code": status},
+        )  # fmt: skip
+        if status >= 500:
+            span.set_attribute("error.type", str(status))
+            span.set_status(Status(StatusCode.ERROR))
+        if error is not None:
+            span.record_exception(error)
+        span.end(end_time=end_ns)
+
+
+def slow_seconds() -> float:
+    """A request at least this slow keeps its span unsampled (OPS_SLOW_REQUEST_MS, 500)."""
+    if "slow" not in _cache:
+        _cache["slow"] = float(os.environ.get("OPS_SLOW_REQUEST_MS") or 500) / 1000
+    return _cache["slow"]
 
 
 def environ_carrier(environ: dict) -> dict[str, str]:

@@ -266,3 +266,70 @@ def test_fast_path_requests_are_the_django_instrumentations_spans_and_metrics(te
     statements = [a for a in children if a["db.operation.name"] not in {"SAVEPOINT", "RELEASE"}]
     assert [a["db.operation.name"] for a in statements] == ["SELECT", "INSERT", "INSERT"]
     assert [a.get("http.route") for a in children] == [SAVE_ROUTE] * 5, children
+
+
+# --- sampling: 10% by default; on the save route, failures and slow requests are kept ---
+
+
+def test_the_default_sampler_traces_one_request_in_ten(monkeypatch):
+    from backend.ops import telemetry
+
+    monkeypatch.delenv("OPS_TRACE_SAMPLE_RATIO", raising=False)
+    monkeypatch.delenv("OTEL_TRACES_SAMPLER", raising=False)
+    assert telemetry.sample_ratio() == 0.1
+    assert telemetry.default_sampler().get_description() == "TraceIdRatioBased{0.1}"
+    monkeypatch.setenv("OPS_TRACE_SAMPLE_RATIO", "0.25")
+    assert telemetry.default_sampler().get_description() == "TraceIdRatioBased{0.25}"
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")  # the standard variable wins
+    assert telemetry.default_sampler().get_description() == "AlwaysOffSampler"
+    for bad in ("x", "1.5", "-0.1", "nan"):
+        monkeypatch.setenv("OPS_TRACE_SAMPLE_RATIO", bad)
+        with pytest.raises(ValueError, match="OPS_TRACE_SAMPLE_RATIO"):
+            telemetry.sample_ratio()
+
+
+@pytest.fixture
+def unsampled_telemetry(tmp_path, monkeypatch):
+    from backend.ops import request_telemetry, telemetry
+
+    monkeypatch.setenv("OPS_TRACE_SAMPLE_RATIO", "0")
+    telemetry.setup(directory=tmp_path, force=True)
+    yield tmp_path
+    telemetry.teardown()
+    request_telemetry._cache.pop("slow", None)
+
+
+def _server_spans(directory):
+    telemetry_mod = __import__("backend.ops.telemetry", fromlist=["force_flush"])
+    telemetry_mod.force_flush()
+    return [
+        _attrs(span)
+        for doc in _lines(directory, "traces")
+        for rs in doc["resourceSpans"]
+        for ss in rs["scopeSpans"]
+        for span in ss["spans"]
+        if span["name"] == f"POST {SAVE_ROUTE}"
+    ]
+
+
+def test_unsampled_failures_and_slow_saves_keep_their_server_span(unsampled_telemetry, monkeypatch):
+    from backend.ops import request_telemetry
+
+    _, sid, tok = _fresh()
+    assert call(FAST, _path(sid), {"question": 1, "answer": "1"}, tok)[0].startswith("200")
+    assert call(FAST, _path(sid), {"question": 9, "answer": "1"}, tok)[0].startswith("400")
+    assert _server_spans(unsampled_telemetry) == []  # sampled out, and neither failed nor slow
+
+    def broken(*args):
+        raise _Sentinel("boom")
+
+    monkeypatch.setattr(sessions, "save_answer", broken)
+    assert call(FAST, _path(sid), {"question": 1, "answer": "1"}, tok)[0].startswith("500")
+    monkeypatch.undo()
+    monkeypatch.setitem(request_telemetry._cache, "slow", 0.0)  # every request counts as slow
+    assert call(FAST, _path(sid), {"question": 1, "answer": "2"}, tok)[0].startswith("200")
+    kept = sorted(
+        (a["exam.trace.kept"], a["http.response.status_code"])
+        for a in _server_spans(unsampled_telemetry)
+    )
+    assert kept == [("error", "500"), ("slow", "200")]

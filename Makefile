@@ -9,7 +9,7 @@ export OPS_TEST_DATABASE_URL
 # Benchmarks get a database of their own on the same server (created and migrated by the runner).
 OPS_BENCH_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/exam_bench
 
-.PHONY: run test test-sqlite test-postgres lint format bench seed clean rehearse
+.PHONY: run test test-sqlite test-postgres imports lint format bench seed clean rehearse
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,8 +22,12 @@ run: $(STAMP)
 	@mkdir -p var
 	@$(PY) -m backend.run_embedded || [ $$? -eq 130 ]
 
-## test: the whole suite, on SQLite then on PostgreSQL
-test: test-sqlite test-postgres
+## test: the layer rules, then the whole suite on SQLite then on PostgreSQL
+test: imports test-sqlite test-postgres
+
+## imports: layers point one way (import-linter contracts in pyproject.toml)
+imports: $(STAMP)
+	$(VENV)/bin/lint-imports --no-cache
 
 test-sqlite: $(STAMP)
 	@mkdir -p var
@@ -38,6 +42,7 @@ test-postgres: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .

@@ -9,7 +9,6 @@ migrated) is one ``DatabaseUnavailable`` there, before the command starts its wo
 from __future__ import annotations
 
 import os
-import sys
 
 from opsctl.errors import DatabaseUnavailable, one_line
 
@@ -29,6 +28,9 @@ def setup_django(database_url: str | None = None) -> None:
 
     if database_url:
         os.environ["DATABASE_URL"] = database_url
+    from opsctl.db.engine import check_url
+
+    check_url(config.database_url())
     # A pool is for the server's request threads; a CLI (and the console's short-lived worker
     # threads) is better served by plain connections that close when done.
     os.environ.setdefault("DB_POOL", "0")
@@ -54,14 +56,15 @@ def open_backend(
     otherwise a mistyped path is refused instead of leaving an empty database behind.
     ``migrated``: the backend's tables must exist (not so for the migration commands).
     """
-    django_apps = sys.modules.get("django.apps")
-    already = django_apps is not None and django_apps.apps.ready
-    if not create and not already:
-        from backend import config
+    setup_django(database_url)  # settings only: nothing has connected (or created a file) yet
+    from django.db import connection
+
+    if connection.vendor == "sqlite":
         from opsctl.db.engine import check_sqlite_exists
 
-        check_sqlite_exists(config.absolute_sqlite_url(database_url or config.database_url()))
-    setup_django(database_url)
+        name = str(connection.settings_dict.get("NAME") or "")
+        if name and not name.startswith("file:") and ":memory:" not in name:
+            check_sqlite_exists(f"sqlite:///{name}", file_may_be_missing=create)
     _check_connection(migrated)
 
 

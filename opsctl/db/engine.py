@@ -36,6 +36,21 @@ def vendor_of(url: str) -> str:
     return "postgresql" if scheme in {"postgres", "postgresql"} else scheme
 
 
+SCHEMES = {"sqlite", "postgres", "postgresql", "pgsql"}
+
+
+def check_url(url: str) -> None:
+    """Refuse anything but a SQLite or PostgreSQL URL, saying what one looks like."""
+    from backend.config import mask_url
+
+    scheme = (url or "").split("://", 1)[0].split("+", 1)[0].lower() if "://" in (url or "") else ""
+    if scheme not in SCHEMES:
+        raise DatabaseUnavailable(
+            f"not a SQLite or PostgreSQL URL: {mask_url(url or '')!r} (use sqlite:///PATH or "
+            "postgresql://USER@HOST:PORT/DB)"
+        )
+
+
 def sqlite_path(url: str) -> Path | None:
     """The file of a SQLite URL (None for other URLs and for ``:memory:``)."""
     url = normalise_url(url)
@@ -47,17 +62,24 @@ def sqlite_path(url: str) -> Path | None:
     return Path("/" + rest.split("?", 1)[0])
 
 
-def check_sqlite_exists(url: str) -> None:
-    """Refuse a SQLite URL whose file is missing, before anything creates it empty."""
+def check_sqlite_exists(url: str, file_may_be_missing: bool = False) -> None:
+    """Refuse a SQLite URL whose file is missing, before anything creates it empty; with
+    ``file_may_be_missing`` (commands that create a database) only its directory must exist."""
     from backend.config import mask_url
 
     path = sqlite_path(url)
-    if path is not None and not path.is_file():
-        where = "its directory does not exist" if not path.parent.is_dir() else "no such file"
-        raise DatabaseUnavailable(
-            f"no SQLite database at {path} ({where}; check --database-url / DATABASE_URL "
-            f"{mask_url(url)})"
-        )
+    if path is None or path.is_file():
+        return
+    if not path.parent.is_dir():
+        where = "its directory does not exist"
+    elif file_may_be_missing:
+        return
+    else:
+        where = "no such file"
+    raise DatabaseUnavailable(
+        f"no SQLite database at {path} ({where}; check --database-url / DATABASE_URL "
+        f"{mask_url(url)})"
+    )
 
 
 def make_engine(url: str):
@@ -67,9 +89,8 @@ def make_engine(url: str):
 
     from backend.config import mask_url
 
+    check_url(url)
     normalised = normalise_url(url)
-    if "://" not in normalised:
-        raise DatabaseUnavailable(f"not a database URL: {mask_url(url)!r}")
     check_sqlite_exists(normalised)
     try:
         pg = vendor_of(normalised) == "postgresql"

@@ -3,7 +3,7 @@ one engine module."""
 
 from __future__ import annotations
 
-from backend.ops.errors import Unavailable
+from backend.ops.errors import InvalidInput, Unavailable
 from opsctl.db.engine import connect, make_engine, unavailable, vendor_of
 from opsctl.errors import one_line
 from opsctl.telemetry import QueryStats
@@ -27,7 +27,7 @@ def top_statements(database_url: str, by: str = "total", limit: int = 20) -> lis
     from backend.ops.fingerprint import fingerprint
 
     if vendor_of(database_url) != "postgresql":
-        raise PgStatementsUnavailable("--source pg needs a PostgreSQL --database-url")
+        raise InvalidInput("--source pg needs a PostgreSQL --database-url")
     order = {"total": "total_exec_time", "mean": "mean_exec_time", "calls": "calls",
              "p95": "max_exec_time"}[by]  # fmt: skip
     engine = make_engine(database_url)

@@ -181,9 +181,10 @@ def test_policy_file_errors_are_one_line_before_the_database(tmp_path):
     from opsctl.cli import app
 
     bad = tmp_path / "p.toml"
-    for text, needle in [("[policies.answer_journal]\ndays = true\n", "days must be a number"),
-                         ("[policies.answer_journal\n", "not valid TOML"),
-                         ("[policies.answer_journal]\nweeks = 2\n", "may set only days")]:  # fmt: skip
+    cases = [("[policies.answer_journal]\ndays = true\n", "days must be a number"),
+             ("[policies.answer_journal\n", "not valid TOML"),
+             ("[policies.answer_journal]\nweeks = 2\n", "may set only days")]  # fmt: skip
+    for text, needle in cases:
         bad.write_text(text)
         for args, code in ((["run"], 2), (["status"], 1)):
             # A dead database: the policy file is checked first, so its error is the one shown.
@@ -361,5 +362,5 @@ def test_vacuum_after_a_purge_is_the_one_vacuum_and_is_audited(world):
 def test_audit_limits_match_the_model():
     from backend.ops import audit
 
-    assert audit.ACTOR_MAX == AuditEvent._meta.get_field("actor").max_length
-    assert audit.TARGET_MAX == AuditEvent._meta.get_field("target").max_length
+    assert AuditEvent._meta.get_field("actor").max_length == audit.ACTOR_MAX
+    assert AuditEvent._meta.get_field("target").max_length == audit.TARGET_MAX

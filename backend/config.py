@@ -12,6 +12,42 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+class ConfigError(ValueError):
+    """An environment variable holds a value the service cannot use; the message names it."""
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    """A boolean setting, strictly: 1/0, true/false, yes/no, on/off (any case); unset or
+    empty is ``default``. Anything else (``DEBUG=ture``) is a ``ConfigError`` naming the
+    variable, never silently off."""
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a boolean: use 1/0, true/false, yes/no or on/off")
+
+
+def env_duration_ms(name: str, default: str) -> int:
+    """A duration setting in the one grammar (``500ms``, ``2s``, ``1m``), in milliseconds;
+    a bare number is seconds. A bad value is a ``ConfigError`` naming the variable."""
+    from backend.durations import parse_seconds
+
+    raw = os.environ.get(name)
+    text = raw if raw is not None and raw.strip() else default
+    try:
+        return round(parse_seconds(text) * 1000)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+
+
 def var_dir() -> Path:
     """The directory for local state: SQLite database, telemetry files, bench reports."""
     return Path(os.environ.get("OPS_VAR_DIR") or REPO_ROOT / "var")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from opsctl.errors import DatabaseUnavailable, one_line
+from opsctl.errors import DatabaseUnavailable, InvalidInput, one_line
 
 _ready = False
 
@@ -39,7 +39,9 @@ def setup_django(database_url: str | None = None) -> None:
 
     try:
         django.setup()
-    except Exception as exc:  # e.g. dj-database-url refusing the URL's scheme
+    except config.ConfigError as exc:  # a setting with a value the backend refuses
+        raise InvalidInput(f"backend settings: {exc}") from None
+    except Exception as exc:  # e.g. dj-database-url refusing the URL
         url = config.mask_url(config.database_url())
         raise DatabaseUnavailable(
             f"cannot use DATABASE_URL {url}: {one_line(exc) or type(exc).__name__}"

@@ -252,6 +252,7 @@ def _purge_table(
     deadline: float,
     result: PolicyResult,
     progress: Callable[[str, int, int], None] | None,
+    lock_timeout_ms: int,
 ) -> bool:
     """Walk the eligible key range batch by batch; False when the budget ran out first."""
     span = _eligible_span(p, cutoff)
@@ -261,7 +262,7 @@ def _purge_table(
     tg = _target(p)
     after = None
     busy, next_busy_check = False, 0.0
-    with _batch_settings():
+    with _batch_settings(lock_timeout_ms):
         while after != span.last:
             if time.monotonic() > deadline:
                 return False
@@ -287,7 +288,7 @@ def _purge_table(
 
 
 @contextmanager
-def _batch_settings():
+def _batch_settings(lock_timeout_ms: int):
     """PostgreSQL settings for the walk, set once for it rather than once per batch.
 
     - lock_timeout: a batch gives up on a lock it cannot take in time, so a purge never
@@ -300,7 +301,7 @@ def _batch_settings():
         yield
         return
     with connection.cursor() as cur:
-        cur.execute(f"SET lock_timeout = '{settings.RETENTION_LOCK_TIMEOUT_MS}ms'")
+        cur.execute(f"SET lock_timeout = '{int(lock_timeout_ms)}ms'")
         cur.execute("SET enable_hashjoin = off")
         cur.execute("SET enable_mergejoin = off")
     try:
@@ -339,9 +340,14 @@ def run(
     progress: Callable[[str, int, int], None] | None = None,
     now: dt.datetime | None = None,
     actor: str | None = None,
+    lock_timeout_ms: int | None = None,
 ) -> RunReport:
-    """Purge (or with ``dry_run`` count) what the policies say, once across all hosts."""
+    """Purge (or with ``dry_run`` count) what the policies say, once across all hosts.
+    ``lock_timeout_ms`` bounds every lock wait of a batch and of the VACUUM after (default:
+    the RETENTION_LOCK_TIMEOUT_MS setting)."""
     now = now or timezone.now()
+    if lock_timeout_ms is None:
+        lock_timeout_ms = settings.RETENTION_LOCK_TIMEOUT_MS
     chosen = policies(policy_file)
     if only:
         unknown = set(only) - {p.name for p in chosen}
@@ -384,7 +390,9 @@ def run(
                         result.eligible_before = _count(p, cutoff)
                         finished = _purge_files(cutoff, result, deadline)
                     else:
-                        finished = _purge_table(p, cutoff, batch_size, deadline, result, progress)
+                        finished = _purge_table(
+                            p, cutoff, batch_size, deadline, result, progress, lock_timeout_ms
+                        )
                     # The cut-off is fixed for the run and nothing becomes eligible behind it
                     # (a session scored before the cut-off takes no more saves): a finished
                     # walk leaves nothing, a stopped one what was eligible less what went.
@@ -396,7 +404,7 @@ def run(
                         report.outcome = "budget"
                         break
                 if vacuum and report.outcome in {"ok", "budget"}:
-                    report.vacuumed = _vacuum(chosen, report, actor)
+                    report.vacuumed = _vacuum(chosen, report, actor, lock_timeout_ms)
             except Exception as exc:
                 report.outcome = "failed"
                 report.error = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
@@ -418,7 +426,9 @@ def run(
     return report
 
 
-def _vacuum(chosen: list[Policy], report: RunReport, actor: str | None = None) -> list[str]:
+def _vacuum(
+    chosen: list[Policy], report: RunReport, actor: str | None, lock_timeout_ms: int
+) -> list[str]:
     """The purged tables through the one VACUUM (``backend.ops.vacuum``): on PostgreSQL
     VACUUM (ANALYZE) under the purge's lock timeout, on SQLite ANALYZE only (a whole-file
     VACUUM locks every save out); each table audited as `opsctl vacuum` does."""
@@ -433,7 +443,7 @@ def _vacuum(chosen: list[Policy], report: RunReport, actor: str | None = None) -
     connection.ensure_connection()
     results = vacuum(
         connection.connection, connection.vendor, tables, analyze=True,
-        lock_timeout_ms=settings.RETENTION_LOCK_TIMEOUT_MS, file_vacuum=False,
+        lock_timeout_ms=lock_timeout_ms, file_vacuum=False,
     )  # fmt: skip
     for r in results:
         details = asdict(r)

@@ -15,7 +15,7 @@ DB_OPT = options.DATABASE_URL
 POLICY_OPT = typer.Option(
     None,
     "--policy-file",
-    help="TOML overriding policies: [policies.NAME] days = N (a number of days, 0-36500).",
+    help="TOML overriding policies: \\[policies.NAME] days = N (a number of days, 0-36500).",
 )
 
 
@@ -87,6 +87,13 @@ def run_cmd(
     ),
     max_seconds: float = typer.Option(None, "--max-seconds", min=1, help="Stop at this budget."),
     vacuum: bool = typer.Option(False, "--vacuum", help="VACUUM (ANALYZE) purged tables after."),
+    lock_timeout: str = typer.Option(
+        None,
+        "--lock-timeout",
+        help="Give up waiting for a table lock after this long (e.g. 500ms, 2s; default: "
+        "the RETENTION_LOCK_TIMEOUT_MS setting, 2s).",
+    ),
+    actor: str = options.ACTOR,
     policy_file: str = POLICY_OPT,
     as_json: bool = typer.Option(False, "--json", help="JSON summary."),
     database_url: str = DB_OPT,
@@ -104,6 +111,8 @@ def run_cmd(
     vacuumed, policies[{name, deleted, bytes_reclaimed, eligible_before,
     remaining, batches, seconds, error}].
     """
+    lock_ms = options.duration_ms(lock_timeout, "--lock-timeout") if lock_timeout else None
+    actor = options.actor(actor)
     _policies_ok(policy_file)
     _setup(database_url)
     from backend.ops import retention
@@ -125,11 +134,11 @@ def run_cmd(
         from rich.progress import Progress
 
         with Progress(console=out) as progress_bar:
-            report = retention.run(dry_run, only, batch_size, max_seconds, vacuum,
-                                   policy_file, progress)  # fmt: skip
+            report = retention.run(dry_run, only, batch_size, max_seconds, vacuum, policy_file,
+                                   progress, actor=actor, lock_timeout_ms=lock_ms)  # fmt: skip
     else:
-        report = retention.run(dry_run, only, batch_size, max_seconds, vacuum,
-                               policy_file, progress)  # fmt: skip
+        report = retention.run(dry_run, only, batch_size, max_seconds, vacuum, policy_file,
+                               progress, actor=actor, lock_timeout_ms=lock_ms)  # fmt: skip
     if as_json:
         emit_json(report)
     elif report.outcome == "locked":

@@ -91,3 +91,40 @@ def test_rasch_auto_fails_when_the_flag_cannot_be_read(monkeypatch):
     assert r.exit_code == 2, r.output
     assert "switched off" not in r.output
     assert r.stderr.count("\n") == 1 and "cannot read feature flag 'rasch.auto'" in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [("1", True), ("TRUE", True), (" yes ", True), ("on", True), ("0", False), ("false", False),
+     ("No", False), ("off", False), ("", None), (None, None)],
+)  # fmt: skip
+def test_env_bool_is_strict(monkeypatch, raw, value):
+    from backend.config import env_bool
+
+    if raw is None:
+        monkeypatch.delenv("OPS_T_BOOL", raising=False)
+    else:
+        monkeypatch.setenv("OPS_T_BOOL", raw)
+    expected = value if value is not None else "default"
+    assert env_bool("OPS_T_BOOL", "default") == expected  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("raw", ["ture", "2", "enabled", "y e s"])
+def test_env_bool_refuses_what_it_cannot_read(monkeypatch, raw):
+    from backend.config import ConfigError, env_bool
+
+    monkeypatch.setenv("DEBUG", raw)
+    with pytest.raises(ConfigError, match=f"DEBUG={raw!r} is not a boolean"):
+        env_bool("DEBUG")
+
+
+def test_env_duration_ms(monkeypatch):
+    from backend.config import ConfigError, env_duration_ms
+
+    monkeypatch.delenv("OPS_T_DUR", raising=False)
+    assert env_duration_ms("OPS_T_DUR", "2s") == 2000
+    monkeypatch.setenv("OPS_T_DUR", "500ms")
+    assert env_duration_ms("OPS_T_DUR", "2s") == 500
+    monkeypatch.setenv("OPS_T_DUR", "soon")
+    with pytest.raises(ConfigError, match="OPS_T_DUR: not a duration"):
+        env_duration_ms("OPS_T_DUR", "2s")

@@ -66,15 +66,25 @@ def register(meter) -> None:
     def exams_failing(_options):
         from django.db.models import OuterRef, Subquery
 
+        from backend.exams.calibration import RUNNING, run_lock
         from backend.exams.models import CalibrationRun, Exam
+        from backend.ops.locks import is_held
 
         latest = (
-            CalibrationRun.objects.filter(exam=OuterRef("pk"), outcome__in=["ok", "failed"])
+            CalibrationRun.objects.filter(
+                exam=OuterRef("pk"), outcome__in=["ok", "failed", RUNNING]
+            )
             .order_by("-started_at")
             .values("outcome")[:1]
         )
         try:
-            n = Exam.objects.annotate(last=Subquery(latest)).filter(last="failed").count()
+            last = Exam.objects.annotate(last=Subquery(latest))
+            n = last.filter(last="failed").count()
+            # A latest run still "running" without its lock was killed: abandoned, failing.
+            n += sum(
+                not is_held(run_lock(exam_id))
+                for exam_id in last.filter(last=RUNNING).values_list("id", flat=True)
+            )
         except Exception:
             return
         yield Observation(n)

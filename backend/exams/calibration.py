@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from backend.exams.models import CalibrationRun, Exam, ExamSession, ItemCalibration
 from backend.ops import audit
+from backend.ops.errors import OpsError
 
 MISFIT_LOW, MISFIT_HIGH = 0.7, 1.3
 # A standardised mean-square beyond this is significant (about p < .05).
@@ -25,8 +26,10 @@ WALD_ALPHA = 0.05
 SCORED = (ExamSession.SUBMITTED, ExamSession.EXPIRED)
 
 
-class CalibrationRefused(Exception):
-    """The exam cannot be calibrated (too few sessions, nothing to estimate)."""
+class CalibrationRefused(OpsError):
+    """The exam cannot be calibrated (too few sessions, nothing to estimate): exit 2."""
+
+    exit_code = 2
 
 
 @dataclass

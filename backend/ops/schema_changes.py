@@ -18,6 +18,7 @@ from django.db.migrations.operations import (
 )
 
 from backend.ops import audit
+from backend.ops.errors import OpsError
 from backend.ops.migration_lint import (
     BLOCKING,
     Finding,
@@ -28,12 +29,17 @@ from backend.ops.migration_lint import (
 )
 
 
-class MigrationRefused(Exception):
-    """Blocking findings were not allowed, or the target is unknown."""
+class MigrationRefused(OpsError):
+    """Blocking findings were not allowed, or the target is unknown (exit 2: refused)."""
+
+    exit_code = 2
 
 
-class LockTimeout(Exception):
-    """A migration could not take its lock within lock_timeout; nothing of it was applied."""
+class LockTimeout(OpsError):
+    """A migration could not take its lock within lock_timeout; nothing of it was applied
+    (exit 3: retry later)."""
+
+    exit_code = 3
 
 
 @dataclass

@@ -127,15 +127,10 @@ def apply_cmd(
             raise CommandError("not on a terminal: add --yes to apply without asking")
         if not typer.confirm(f"apply {len(plan.steps)} migration(s)?"):
             raise CommandError("cancelled; nothing applied")
-    try:
-        done = schema_changes.apply(
-            allow=set(allow or ()), lock_timeout=lock_timeout,
-            statement_timeout=statement_timeout, actor=actor,
-        )  # fmt: skip
-    except schema_changes.MigrationRefused as exc:
-        raise CommandError(str(exc), 2) from None
-    except schema_changes.LockTimeout as exc:
-        raise CommandError(str(exc), 3) from None
+    done = schema_changes.apply(
+        allow=set(allow or ()), lock_timeout=lock_timeout,
+        statement_timeout=statement_timeout, actor=actor,
+    )  # fmt: skip
     applied = [f"{s.app}.{s.name}" for s in done.steps]
     if as_json:
         emit_json({"applied": applied})
@@ -153,15 +148,12 @@ def rollback_cmd(
     database_url: str = DB_OPT,
 ) -> None:
     """Show what migrating APP back to TARGET will run, then do it.
-    Exit 0 done (or nothing to do), 1 failed, refused or cancelled."""
+    Exit 0 done (or nothing to do), 1 failed or cancelled, 2 refused (no such migration)."""
     actor = options.actor(actor)
     _setup(database_url)
     from backend.ops import schema_changes
 
-    try:
-        plan = schema_changes.rollback_plan(app_label, target)
-    except schema_changes.MigrationRefused as exc:
-        raise CommandError(str(exc)) from None
+    plan = schema_changes.rollback_plan(app_label, target)
     if not plan.steps:
         console().print(f"{app_label} is already at {target}")
         return

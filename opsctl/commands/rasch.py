@@ -48,17 +48,14 @@ def calibrate_cmd(
     """
     actor = options.actor(actor)
     _setup(database_url)
-    from backend.exams.calibration import CalibrationRefused, calibrate_exam
+    from backend.exams.calibration import calibrate_exam
 
     out = console()
-    try:
-        if sys.stdout.isatty() and not as_json:
-            with out.status(f"calibrating exam {exam_id}..."):
-                summary = calibrate_exam(exam_id, dry_run=dry_run, actor=actor)
-        else:
+    if sys.stdout.isatty() and not as_json:
+        with out.status(f"calibrating exam {exam_id}..."):
             summary = calibrate_exam(exam_id, dry_run=dry_run, actor=actor)
-    except CalibrationRefused as exc:
-        raise CommandError(str(exc), 2) from None
+    else:
+        summary = calibrate_exam(exam_id, dry_run=dry_run, actor=actor)
     if as_json:
         emit_json(summary)
         return

@@ -43,22 +43,25 @@ def register(meter) -> None:
         if last is not None:
             yield Observation(1 if outcome in FAILED_OUTCOMES else 0)
 
+    def abandoned(exam_ids) -> int:
+        """Of these exams' "running" calibration runs, those whose job lock is free: killed
+        mid-way (kill -9), so abandoned, and failed."""
+        from backend.exams.calibration import run_lock
+        from backend.ops.locks import is_held
+
+        return sum(not is_held(run_lock(exam_id)) for exam_id in exam_ids)
+
     def calibration_failed(_options):
         from django.utils import timezone
 
-        from backend.exams.calibration import RUNNING, run_lock
+        from backend.exams.calibration import RUNNING
         from backend.exams.models import CalibrationRun
-        from backend.ops.locks import is_held
 
         try:
             since = timezone.now() - dt.timedelta(hours=24)
             recent = CalibrationRun.objects.filter(started_at__gte=since)
             n = recent.filter(outcome="failed").count()
-            # A run killed mid-way stays "running"; without its lock it was abandoned.
-            n += sum(
-                not is_held(run_lock(exam_id))
-                for exam_id in recent.filter(outcome=RUNNING).values_list("exam_id", flat=True)
-            )
+            n += abandoned(recent.filter(outcome=RUNNING).values_list("exam_id", flat=True))
         except Exception:
             return
         yield Observation(n)
@@ -66,9 +69,8 @@ def register(meter) -> None:
     def exams_failing(_options):
         from django.db.models import OuterRef, Subquery
 
-        from backend.exams.calibration import RUNNING, run_lock
+        from backend.exams.calibration import RUNNING
         from backend.exams.models import CalibrationRun, Exam
-        from backend.ops.locks import is_held
 
         latest = (
             CalibrationRun.objects.filter(
@@ -80,11 +82,7 @@ def register(meter) -> None:
         try:
             last = Exam.objects.annotate(last=Subquery(latest))
             n = last.filter(last="failed").count()
-            # A latest run still "running" without its lock was killed: abandoned, failing.
-            n += sum(
-                not is_held(run_lock(exam_id))
-                for exam_id in last.filter(last=RUNNING).values_list("id", flat=True)
-            )
+            n += abandoned(last.filter(last=RUNNING).values_list("id", flat=True))
         except Exception:
             return
         yield Observation(n)

@@ -22,19 +22,9 @@ from backend.exams.models import CalibrationRun
 from backend.exams.seed import create_exam, create_students, simulate_sessions
 from backend.ops import job_metrics
 from backend.ops.locks import is_held, job_lock
+from tests.backend.gauges import GaugeReader
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-class _Meter:
-    def __init__(self):
-        self.callbacks = {}
-
-    def create_observable_gauge(self, name, callbacks, **_kw):
-        self.callbacks[name] = callbacks[0]
-
-    def read(self, name):
-        return [o.value for o in self.callbacks[name](None)]
 
 
 def _exam():
@@ -57,7 +47,7 @@ def test_is_held_sees_a_lock_without_taking_it():
 
 def test_a_dead_calibration_run_is_abandoned_and_counted_as_failed():
     exam = _exam()
-    meter = _Meter()
+    meter = GaugeReader()
     job_metrics.register(meter)
     assert meter.read("exam.calibration.failed_runs") == [0]
     CalibrationRun.objects.create(exam=exam, outcome=RUNNING)  # what kill -9 leaves behind

@@ -266,19 +266,6 @@ def test_quiet_database_gets_whole_batches(world, settings):
     assert result.deleted == 6 and result.batches == 1
 
 
-class _Meter:
-    """Collects the observable gauges' callbacks, as the OpenTelemetry SDK would call them."""
-
-    def __init__(self):
-        self.callbacks = {}
-
-    def create_observable_gauge(self, name, callbacks, **_kw):
-        self.callbacks[name] = callbacks[0]
-
-    def read(self, name):
-        return [o.value for o in self.callbacks[name](None)]
-
-
 @pytest.mark.django_db(transaction=True)
 def test_a_run_killed_with_kill_9_is_abandoned_and_counts_as_failed(monkeypatch):
     """A real process takes the job lock and records a run, then dies by SIGKILL: while it
@@ -291,9 +278,10 @@ def test_a_run_killed_with_kill_9_is_abandoned_and_counts_as_failed(monkeypatch)
 
     from backend.ops import job_metrics
     from opsctl.cli import app
+    from tests.backend.gauges import GaugeReader
     from tests.e2e.gunicorn_server import ROOT, django_database_url
 
-    meter = _Meter()
+    meter = GaugeReader()
     job_metrics.register(meter)
     url = django_database_url()
     code = textwrap.dedent("""

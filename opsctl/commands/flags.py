@@ -10,9 +10,6 @@ from opsctl.render import flag_value
 
 app = typer.Typer(help="Feature flags: list, show, set (with a reason), history.")
 
-# Kept for callers that still import it from here; the shared one is opsctl.render.flag_value.
-format_value = flag_value
-
 
 @app.command("list")
 def list_cmd(

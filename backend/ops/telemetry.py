@@ -367,7 +367,8 @@ def setup(
         register_dropped_counter(meter, queue)
         _instruments["tracer"] = tracer_provider.get_tracer("backend.ops.telemetry")
         _instruments["providers"] = (tracer_provider, meter_provider)
-        _instruments["queued_meter_provider"] = queued
+        # One tuple per setup: request_telemetry.py rebuilds its instruments when it changes.
+        _instruments["request_providers"] = (tracer_provider, queued)
         _instrument_django(tracer_provider, queued)
         _install_db_wrapper()
         _setup_pid = os.getpid()
@@ -459,9 +460,7 @@ def wsgi_request_class():
 def providers() -> tuple[TracerProvider, metrics.MeterProvider] | None:
     """This process's tracer provider and its queued meter provider (measurements recorded
     off the request thread), or None before ``setup``."""
-    if "providers" not in _instruments:
-        return None
-    return _instruments["providers"][0], _instruments["queued_meter_provider"]
+    return _instruments.get("request_providers")
 
 
 @contextlib.contextmanager

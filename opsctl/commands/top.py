@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -44,4 +45,7 @@ def command(
     sources = Sources(
         options.telemetry_dir(telemetry_dir), url, WINDOW_CHOICES[window], prometheus or None
     )
-    OpsApp(sources, refresh, read_only).run()
+    app = OpsApp(sources, refresh, read_only)
+    app.run()
+    if os.environ.get("OPS_TOP_STATS"):  # per-pane load counts and durations, for make bench
+        app.write_stats(os.environ["OPS_TOP_STATS"])

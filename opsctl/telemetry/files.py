@@ -100,7 +100,7 @@ def iter_raw(
                     stats.corrupt_lines += 1
                     continue
                 for rs in resource_spans:
-                    stats.instance = _instance(rs)
+                    stats.instance = instance_of(rs)
                     for ss in rs.get("scopeSpans", ()):
                         for sp in ss.get("spans", ()):
                             stats.spans += 1
@@ -112,7 +112,7 @@ def iter_raw(
                             yield sp
 
 
-def _instance(resource_spans: dict) -> str:
+def instance_of(resource_spans: dict) -> str:
     """The resource's ``service.instance.id``; without one, ``host.name:process.pid``."""
     attrs = _attrs((resource_spans.get("resource") or {}).get("attributes"))
     if attrs.get("service.instance.id"):
@@ -260,7 +260,7 @@ def list_traces(
         t = summary(trace_id, root, *counts[trace_id])
         if keep_trace(t, route, min_ms, errors_only):
             out.append(t)
-    out.sort(key=lambda t: -t.duration_ms)
+    out.sort(key=lambda t: (-t.duration_ms, t.trace_id))
     return out[:limit]
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import orjson
 
-from opsctl.telemetry.files import _START, sort_queries, sort_routes
+from opsctl.telemetry.files import _START, instance_of, sort_queries, sort_routes
 from opsctl.telemetry.model import (
     CLIENT,
     SERVER,
@@ -61,6 +61,7 @@ class _Route:
     count: int = 0
     errors: int = 0
     sketch: LatencySketch = field(default_factory=LatencySketch)
+    instances: set = field(default_factory=set)  # service.instance.id of the writers
 
 
 @dataclass(slots=True)
@@ -119,6 +120,7 @@ class IncrementalReader:
         self.newest_ns = 0
         self.corrupt_lines = 0
         self.spans_read = 0
+        self.instance = ""  # of the resource whose spans are being read
         self.lock = threading.Lock()
 
     # ---------------------------------------------------------------- reading
@@ -162,13 +164,14 @@ class IncrementalReader:
         for state in list(self.files.values()):
             if not self._follow(state, cancelled, deadline):
                 return False
-        while self.backfilling:
-            if cancelled() or time.monotonic() > deadline:
-                return False
+        while self.backfilling:  # at least one step per poll, then within the budget
             _, _, key = heapq.heappop(self.backfilling)
             state = self.files[key]
             if self._back_step(state):
                 heapq.heappush(self.backfilling, (-state.frontier_ns, next(_seq), key))
+            if self.backfilling and (cancelled() or time.monotonic() > deadline):
+                self._evict()
+                return False
         self._evict()
         return True
 
@@ -296,6 +299,7 @@ class IncrementalReader:
                 self.corrupt_lines += 1
                 continue
             for rs in resource_spans:
+                self.instance = instance_of(rs)
                 for ss in rs.get("scopeSpans", ()):
                     for sp in ss.get("spans", ()):
                         self._span(sp, horizon)
@@ -362,6 +366,7 @@ class IncrementalReader:
         r.count += 1
         r.errors += error
         r.sketch.add(ms)
+        r.instances.add(self.instance)
         n_plus_one = False
         for e in sp.get("events") or ():
             if e.get("name") != "db.n_plus_one":
@@ -469,6 +474,7 @@ class IncrementalReader:
                     into.count += r.count
                     into.errors += r.errors
                     into.sketch.merge(r.sketch)
+                    into.instances |= r.instances
         covered = cov.covered_seconds or 1.0
         rows = [
             RouteStats(
@@ -479,6 +485,7 @@ class IncrementalReader:
                 round(r.sketch.quantile(0.50), 2),
                 round(r.sketch.quantile(0.95), 2),
                 round(r.sketch.quantile(0.99), 2),
+                len(r.instances),
             )
             for route, r in merged.items()
             if r.count
@@ -573,7 +580,7 @@ class IncrementalReader:
                     for t in failed:
                         seen[t.trace_id] = t
             out = [t for t in seen.values() if keep_trace(t, route, min_ms, errors_only)]
-        out.sort(key=lambda t: -t.duration_ms)
+        out.sort(key=lambda t: (-t.duration_ms, t.trace_id))
         return out[:limit], cov
 
     def data_age(self) -> float | None:

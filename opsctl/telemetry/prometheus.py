@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 import urllib.error
 import urllib.parse
@@ -23,6 +24,14 @@ from opsctl.telemetry.model import Coverage, QueryStats, RouteStats
 HTTP = "http_server_request_duration_seconds"
 DB = "db_client_operation_duration_seconds"
 ENV = "OPS_PROMETHEUS_URL"
+#: Label matchers added to every query, as the dashboard's $env/$service variables do, e.g.
+#: ``deployment_environment="production",service_name="exam-backend"``.
+SELECTOR_ENV = "OPS_PROMETHEUS_SELECTOR"
+
+
+def _sel(*extra: str) -> str:
+    parts = [p for p in (os.environ.get(SELECTOR_ENV, "").strip(), *extra) if p]
+    return "{" + ",".join(parts) + "}" if parts else ""
 
 
 class PrometheusError(Exception):
@@ -69,9 +78,10 @@ def _coverage(url: str, metric: str, window: float, at: float, spans: int) -> Co
     """The seconds the window's samples actually cover: from the oldest to the newest
     sample of the metric within it (a backend up for 2 minutes covers 2 minutes)."""
     r = _range(window)
-    rows = query(url, f"min(min_over_time(timestamp({metric}_count)[{r}:15s]))", at)
+    series = f"{metric}_count{_sel()}"
+    rows = query(url, f"min(min_over_time(timestamp({series})[{r}:15s]))", at)
     first = float(rows[0]["value"][1]) if rows else 0.0
-    rows = query(url, f"max(timestamp({metric}_count))", at)
+    rows = query(url, f"max(timestamp({series}))", at)
     last = float(rows[0]["value"][1]) if rows else 0.0
     covered = max(last - first, 1.0) if spans else 0.0
     newest_ns = int(last * 1e9) if last else 0
@@ -85,12 +95,12 @@ def route_stats(url: str, window: float, at: float | None = None):
     at = time.time() if at is None else at
     r = _range(window)
     route = "http_route"
-    count = _by(query(url, f"sum by ({route}) (increase({HTTP}_count[{r}]))", at), route)
-    five = '{http_response_status_code=~"5.."}'
+    count = _by(query(url, f"sum by ({route}) (increase({HTTP}_count{_sel()}[{r}]))", at), route)
+    five = _sel('http_response_status_code=~"5.."')
     errors = _by(query(url, f"sum by ({route}) (increase({HTTP}_count{five}[{r}]))", at), route)
     quantiles = {}
     for q in (0.5, 0.95, 0.99):
-        promql = f"histogram_quantile({q}, sum by (le, {route}) (rate({HTTP}_bucket[{r}])))"
+        promql = f"histogram_quantile({q}, sum by (le, {route}) (rate({HTTP}_bucket{_sel()}[{r}])))"
         quantiles[q] = _by(query(url, promql, at), route)
     total = round(sum(count.values()))
     cov = _coverage(url, HTTP, window, at, total)
@@ -113,12 +123,13 @@ def query_stats(url: str, window: float, by: str = "total", limit: int = 50,
     at = time.time() if at is None else at
     r = _range(window)
     fp = "db_query_fingerprint"
-    calls = _by(query(url, f"sum by ({fp}) (increase({DB}_count[{r}]))", at), fp)
-    total = _by(query(url, f"sum by ({fp}) (increase({DB}_sum[{r}]))", at), fp)
-    promql = f"histogram_quantile(0.95, sum by (le, {fp}) (rate({DB}_bucket[{r}])))"
+    sel = _sel()
+    calls = _by(query(url, f"sum by ({fp}) (increase({DB}_count{sel}[{r}]))", at), fp)
+    total = _by(query(url, f"sum by ({fp}) (increase({DB}_sum{sel}[{r}]))", at), fp)
+    promql = f"histogram_quantile(0.95, sum by (le, {fp}) (rate({DB}_bucket{sel}[{r}])))"
     p95 = _by(query(url, promql, at), fp)
     routes: dict[str, set] = {}
-    for row in query(url, f"sum by ({fp}, http_route) (increase({DB}_count[{r}])) > 0", at):
+    for row in query(url, f"sum by ({fp}, http_route) (increase({DB}_count{sel}[{r}])) > 0", at):
         routes.setdefault(row["metric"].get(fp, ""), set()).add(row["metric"].get("http_route"))
     cov = _coverage(url, DB, window, at, round(sum(calls.values())))
     out = []

@@ -3,6 +3,8 @@ in the footer and in `?`; --read-only hides every action."""
 
 from __future__ import annotations
 
+import json
+
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.command import Hit, Hits, Provider
@@ -70,10 +72,11 @@ class OpsApp(App):
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=self.clock)
+        self.panes = {pid: cls(id=pid) for pid, cls in PANES}
         with TabbedContent(id="tabs"):
             for i, (pid, cls) in enumerate(PANES, 1):
                 with TabPane(f"{i} {cls.title}", id=f"tab-{pid}"):
-                    yield cls(id=pid)
+                    yield self.panes[pid]
         yield Footer()
 
     def on_mount(self) -> None:
@@ -81,7 +84,21 @@ class OpsApp(App):
         self.shown = self.active_pane()
         self.shown.reload()
         # Only the visible pane refreshes, and a tick never stacks a load on a running one.
-        self.set_interval(self.refresh_seconds, lambda: self.active_pane().reload())
+        self.set_interval(self.refresh_seconds, self._tick)
+
+    def _tick(self) -> None:
+        pane = self.active_pane()
+        if pane.is_mounted:
+            pane.reload()
+
+    def write_stats(self, path: str) -> None:
+        """What each pane's loads cost, as JSON (`make bench` reads it via OPS_TOP_STATS)."""
+        stats = {
+            pid: {"loads": p.loads, "skipped": p.skipped, "load_seconds": list(p.load_seconds)}
+            for pid, p in self.panes.items()
+        }
+        with open(path, "w") as fh:
+            json.dump(stats, fh)
 
     def _show_window(self) -> None:
         self.sub_title = f"window {self.window_minutes}m" + (
@@ -90,7 +107,7 @@ class OpsApp(App):
 
     def active_pane(self):
         active = self.query_one(TabbedContent).active or "tab-overview"
-        return self.query_one(f"#{active.removeprefix('tab-')}")
+        return self.panes[active.removeprefix("tab-")]
 
     def action_show_pane(self, pane_id: str) -> None:
         self.show_pane(pane_id)

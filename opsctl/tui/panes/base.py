@@ -3,7 +3,8 @@ at a time per pane, a failing source's error shown in place, and confirmed actio
 
 from __future__ import annotations
 
-import contextlib
+import time
+from collections import deque
 
 from textual.app import ComposeResult
 from textual.containers import Vertical
@@ -60,6 +61,7 @@ class Pane(Vertical):
         self.skipped = 0  # refresh ticks skipped because a load was still running
         self._in_thread = False
         self._again = False
+        self.load_seconds: deque[float] = deque(maxlen=1000)  # of recent loads
 
     def run_worker(self, work, *args, thread: bool = False, **kwargs):
         return super().run_worker(_closing(work) if thread else work, *args, thread=thread,
@@ -114,22 +116,32 @@ class Pane(Vertical):
         if cancelled():
             return
         self._in_thread = True
+        started = time.perf_counter()
         try:
             try:
                 data = self.fetch()
             except Exception as exc:  # the source's failure is shown here; other panes go on
-                if not cancelled():
-                    text = str(exc).strip()
-                    message = text.splitlines()[0] if text else repr(exc)
-                    self.app.call_from_thread(self._error, f"{self.title}: {message}")
+                text = str(exc).strip()
+                message = text.splitlines()[0] if text else repr(exc)
+                self._post(self._error, f"{self.title}: {message}")
                 return
-            if not cancelled():
-                self.app.call_from_thread(self._show, data)
+            self._post(self._show, data)
+            self.load_seconds.append(time.perf_counter() - started)
         finally:
             self._in_thread = False
-            if self._again and not cancelled():
-                with contextlib.suppress(Exception):  # the app is closing
-                    self.app.call_from_thread(self._load_again)
+            if self._again:
+                self._post(self._load_again)
+
+    def _post(self, fn, *args) -> None:
+        """Run ``fn`` on the UI thread, unless this load was cancelled or the console is
+        closing (the pane is no longer attached to a running app)."""
+        if cancelled() or not self.is_attached:
+            return
+        try:
+            self.app.call_from_thread(fn, *args)
+        except Exception:
+            if self.is_attached and self.app.is_running:
+                raise
 
     def _load_again(self) -> None:
         if self.app.active_pane() is not self:

@@ -35,6 +35,23 @@ def env_bool(name: str, default: bool = False) -> bool:
     raise ConfigError(f"{name}={raw!r} is not a boolean: use 1/0, true/false, yes/no or on/off")
 
 
+def env_number(name: str, default: float, kind: type = int, minimum: float | None = 0) -> float:
+    """A numeric setting: ``kind`` (int or float), finite, at least ``minimum`` (None: any);
+    unset or empty is ``default``. A bad value is a ``ConfigError`` naming the variable."""
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = kind(raw.strip())
+    except ValueError:
+        value = None
+    if value is None or value != value or value in (float("inf"), float("-inf")):
+        raise ConfigError(f"{name}={raw!r} is not {'an integer' if kind is int else 'a number'}")
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name}={raw!r} must be at least {minimum:g}")
+    return value
+
+
 def env_duration_ms(name: str, default: str) -> int:
     """A duration setting in the one grammar (``500ms``, ``2s``, ``1m``), in milliseconds;
     a bare number is seconds. A bad value is a ``ConfigError`` naming the variable."""

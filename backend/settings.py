@@ -18,14 +18,7 @@ BASE_DIR = config.REPO_ROOT
 VAR_DIR = config.var_dir()
 
 
-def _env_bool(name: str, default: bool = False) -> bool:
-    raw = os.environ.get(name)
-    if raw is None:
-        return default
-    return raw.strip().lower() in {"1", "true", "yes", "on"}
-
-
-DEBUG = _env_bool("DEBUG", False)
+DEBUG = config.env_bool("DEBUG", False)
 # From the environment, or the key `make run` keeps under var/; the public development key
 # otherwise, which backend/wsgi.py refuses to serve with outside DEBUG.
 SECRET_KEY = config.secret_key()
@@ -61,7 +54,7 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;"
         ),
         "transaction_mode": "IMMEDIATE",
-        "timeout": float(os.environ.get("SQLITE_BUSY_TIMEOUT", "20")),
+        "timeout": config.env_number("SQLITE_BUSY_TIMEOUT", 20, float),
     }
     # A file (not :memory:) so a real gunicorn in e2e tests can open it; per process so
     # concurrent test runs on one machine never share a database.
@@ -69,12 +62,12 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
 elif _db["ENGINE"] == "django.db.backends.postgresql":
     _db["OPTIONS"] = {"connect_timeout": 5}
     _db["TEST"] = {"NAME": f"test_{_db['NAME']}_{os.getpid()}"}
-    if _env_bool("DB_POOL", True):
+    if config.env_bool("DB_POOL", True):
         # Django's own psycopg pool: no per-request connect cost under gunicorn threads.
         _db["OPTIONS"]["pool"] = {
-            "min_size": int(os.environ.get("DB_POOL_MIN", "1")),
-            "max_size": int(os.environ.get("DB_POOL_MAX", "8")),
-            "timeout": float(os.environ.get("DB_POOL_TIMEOUT", "10")),
+            "min_size": config.env_number("DB_POOL_MIN", 1, minimum=1),
+            "max_size": config.env_number("DB_POOL_MAX", 8, minimum=1),
+            "timeout": config.env_number("DB_POOL_TIMEOUT", 10, float),
         }
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -98,7 +91,7 @@ PAPER_ACCEL_PREFIX = os.environ.get("PAPER_ACCEL_PREFIX", "/protected/")
 DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024
 
 # Exam rules
-EXAM_SUBMIT_GRACE_SECONDS = int(os.environ.get("EXAM_SUBMIT_GRACE_SECONDS", "30"))
+EXAM_SUBMIT_GRACE_SECONDS = config.env_number("EXAM_SUBMIT_GRACE_SECONDS", 30)
 EXAM_MAX_ANSWER_LENGTH = 500
 ANSWER_KEY_CACHE_SECONDS = 60
 LEADERBOARD_MAX_LIMIT = 100
@@ -114,42 +107,42 @@ LOGGING = {
 PAPER_DELIVERY = os.environ.get("PAPER_DELIVERY") or ("direct" if DEBUG else "accel")
 
 # Rasch calibration (backend/exams/rasch.py documents the scale)
-RASCH_MIN_SESSIONS = int(os.environ.get("RASCH_MIN_SESSIONS", "10"))
-RASCH_SCALE_MEAN = float(os.environ.get("RASCH_SCALE_MEAN", "500"))
-RASCH_SCALE_SD = float(os.environ.get("RASCH_SCALE_SD", "100"))
+RASCH_MIN_SESSIONS = config.env_number("RASCH_MIN_SESSIONS", 10, minimum=1)
+RASCH_SCALE_MEAN = config.env_number("RASCH_SCALE_MEAN", 500, float, minimum=None)
+RASCH_SCALE_SD = config.env_number("RASCH_SCALE_SD", 100, float, minimum=1)
 
 # Auto-save served straight from WSGI (backend/exams/save_fastpath.py); 0 sends it through
 # Django's full request stack like every other route.
-SAVE_FASTPATH = _env_bool("SAVE_FASTPATH", True)
+SAVE_FASTPATH = config.env_bool("SAVE_FASTPATH", True)
 
 # Feature flags are re-read from the database at most this often per process.
-FLAGS_CACHE_SECONDS = float(os.environ.get("FLAGS_CACHE_SECONDS", "5"))
+FLAGS_CACHE_SECONDS = config.env_number("FLAGS_CACHE_SECONDS", 5, float)
 
 # Telemetry (backend/ops/telemetry.py). OPS_TELEMETRY=0 turns the exporters off entirely;
 # the `telemetry.tracing` flag switches spans off at run time.
-TELEMETRY_ENABLED = _env_bool("OPS_TELEMETRY", True)
-TELEMETRY_TRACING = _env_bool("OPS_TRACING", True)
-TELEMETRY_N_PLUS_ONE = int(os.environ.get("OPS_N_PLUS_ONE_THRESHOLD", "10"))
+TELEMETRY_ENABLED = config.env_bool("OPS_TELEMETRY", True)
+TELEMETRY_TRACING = config.env_bool("OPS_TRACING", True)
+TELEMETRY_N_PLUS_ONE = config.env_number("OPS_N_PLUS_ONE_THRESHOLD", 10, minimum=1)
 SERVICE_VERSION = "0.1.0"
 
 # Retention (backend/ops/retention.py; policies default to backend/ops/retention_policy.py)
 # Keys per purge batch; unset, 20000 on PostgreSQL (a batch's row locks are on rows no save
 # touches, so a bigger batch costs students nothing) and 2000 on SQLite (a batch holds the
 # single write lock that every save waits for).
-RETENTION_BATCH_SIZE = int(os.environ.get("RETENTION_BATCH_SIZE", "0")) or None
-RETENTION_LOCK_TIMEOUT_MS = int(os.environ.get("RETENTION_LOCK_TIMEOUT_MS", "2000"))
-RETENTION_PAUSE_SECONDS = float(os.environ.get("RETENTION_PAUSE_SECONDS", "0"))
+RETENTION_BATCH_SIZE = config.env_number("RETENTION_BATCH_SIZE", 0) or None
+RETENTION_LOCK_TIMEOUT_MS = config.env_number("RETENTION_LOCK_TIMEOUT_MS", 2000)
+RETENTION_PAUSE_SECONDS = config.env_number("RETENTION_PAUSE_SECONDS", 0, float)
 # The purge goes gently (batches of RETENTION_BUSY_BATCH_SIZE keys, resting as long as each
 # took) while at least RETENTION_BUSY_CLIENTS other connections used the database in the
 # last second (PostgreSQL); at full speed otherwise.
-RETENTION_BUSY_CLIENTS = int(os.environ.get("RETENTION_BUSY_CLIENTS", "1"))
-RETENTION_BUSY_BATCH_SIZE = int(os.environ.get("RETENTION_BUSY_BATCH_SIZE", "2000"))
-RETENTION_OVERDUE_HOURS = float(os.environ.get("RETENTION_OVERDUE_HOURS", "48"))
+RETENTION_BUSY_CLIENTS = config.env_number("RETENTION_BUSY_CLIENTS", 1)
+RETENTION_BUSY_BATCH_SIZE = config.env_number("RETENTION_BUSY_BATCH_SIZE", 2000, minimum=1)
+RETENTION_OVERDUE_HOURS = config.env_number("RETENTION_OVERDUE_HOURS", 48, float)
 
 # Resource alerts (backend/ops/resources.py): percent thresholds, per-probe overrides,
 # and how long a probe must stay over a threshold before an alert opens.
-RESOURCE_WARN = float(os.environ.get("RESOURCE_WARN", "85"))
-RESOURCE_CRIT = float(os.environ.get("RESOURCE_CRIT", "95"))
+RESOURCE_WARN = config.env_number("RESOURCE_WARN", 85, float)
+RESOURCE_CRIT = config.env_number("RESOURCE_CRIT", 95, float)
 RESOURCE_THRESHOLDS: dict[str, dict[str, float]] = {"cpu": {"warn": 90, "crit": 98}}
-RESOURCE_DAMPING_SECONDS = float(os.environ.get("RESOURCE_DAMPING_SECONDS", "120"))
+RESOURCE_DAMPING_SECONDS = config.env_number("RESOURCE_DAMPING_SECONDS", 120, float)
 LOG_DIR = os.environ.get("LOG_DIR") or str(VAR_DIR / "log")

@@ -83,3 +83,18 @@ def test_two_instances_on_one_host_keep_their_own_control_sockets(database_url, 
         assert httpx.get(f"{first.url}/readyz", timeout=10).status_code == 200
     finally:
         first.stop()
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"DEBUG": "ture"}, "DEBUG='ture' is not a boolean"),
+        ({"EXAM_SUBMIT_GRACE_SECONDS": "30s"}, "EXAM_SUBMIT_GRACE_SECONDS='30s' is not an integer"),
+        ({"RETENTION_BUSY_BATCH_SIZE": "0"}, "RETENTION_BUSY_BATCH_SIZE='0' must be at least 1"),
+        ({"RESOURCE_WARN": "nan"}, "RESOURCE_WARN='nan' is not a number"),
+    ],
+)
+def test_bad_settings_stop_the_server_naming_the_variable(tmp_path, env, message):
+    r = _import_wsgi(tmp_path, SECRET_KEY="k" * 50, **env)
+    assert r.returncode != 0
+    assert message in r.stderr.strip().splitlines()[-1]

@@ -75,6 +75,35 @@ def line_reaches(line: bytes, since_ns: int) -> bool:
     return not found or max(map(int, found)) >= since_ns
 
 
+#: A batch line is written within this long after its newest span started (the exporters
+#: batch for seconds; a request lasts at most its timeout). Lines are appended in the order
+#: they are written, so a line whose newest span started more than this before the window
+#: has only older lines before it.
+SLACK_NS = 300 * 1_000_000_000
+
+
+def first_line_at(fh, since_ns: int) -> int:
+    """The offset of the first line that may hold a span started at or after ``since_ns``,
+    found by bisection over the file (a few reads of one line each), so the part of an hour's
+    file written before the window is not even read. Any line not understood stops the
+    search where it is (then the lines are read and skipped one by one, as without it)."""
+    lo, hi = 0, os.fstat(fh.fileno()).st_size  # every line starting before lo is too old
+    while hi - lo > 1 << 20:
+        mid = (lo + hi) // 2
+        fh.seek(mid)
+        fh.readline()  # the rest of the line mid falls in
+        at = fh.tell()
+        line = fh.readline()
+        found = _START.findall(line) if line.endswith(b"\n") else None
+        if not found:
+            break
+        if max(map(int, found)) + SLACK_NS < since_ns:
+            lo = at + len(line)  # this line, and so every line before it, is too old
+        else:
+            hi = mid
+    return lo
+
+
 def iter_raw(
     directory: Path, since: dt.datetime | None = None, stats: ReadStats | None = None,
     must_contain: bytes | None = None,
@@ -87,6 +116,10 @@ def iter_raw(
     for path in telemetry_files(directory, "traces", since_ts):
         stats.files += 1
         with open(path, "rb") as fh:
+            if since_ns:
+                start = first_line_at(fh, since_ns)
+                stats.skipped_bytes += start
+                fh.seek(start)
             for line in fh:
                 stats.lines += 1
                 if must_contain is not None and must_contain not in line:

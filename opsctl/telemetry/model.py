@@ -27,6 +27,7 @@ class ReadStats:
     corrupt_lines: int = 0
     spans: int = 0  # spans parsed (a line skipped as outside the window parses none)
     skipped_lines: int = 0  # lines whose every span started before the window
+    skipped_bytes: int = 0  # the start of files found by bisection to be before the window
     in_window: int = 0  # spans that started inside the window
     first_ns: int = 0  # earliest / latest start of a span in the window
     last_ns: int = 0

@@ -215,7 +215,9 @@ def test_files_and_lines_before_the_window_are_skipped(tmp_path):
     stats = ReadStats()
     rows = files.route_stats(tmp_path, since, stats)
     assert stats.files == 2  # the two files last written 2 hours ago are not opened
-    assert stats.skipped_lines > 0 and stats.spans < stats.in_window * 1.2
+    # Most of each recent file is never read (bisection), the rest skipped line by line.
+    assert stats.skipped_bytes > 0 and stats.skipped_lines > 0
+    assert stats.spans < stats.in_window * 2.5
     # The same answer as a brute-force read of every span.
     count = 0
     for p in tmp_path.glob("traces-*.jsonl"):

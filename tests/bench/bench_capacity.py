@@ -22,7 +22,7 @@ import json
 import os
 import tempfile
 
-from tests.bench.bench_loadtest import _figures, _run
+from tests.bench.bench_loadtest import _figures, _run, _tokens
 
 SECONDS = float(os.environ.get("BENCH_CAPACITY_SECONDS", "30"))
 QUICK = os.environ.get("BENCH_CAPACITY_QUICK") == "1"
@@ -121,15 +121,8 @@ def _search(tokens: list[str], base_p99: float, first: dict) -> dict:
 
 def main() -> dict:
     from backend.config import database_url, mask_url
-    from opsctl.service import setup_django
 
-    setup_django()
-    from django.db import connections
-
-    from backend.exams.seed import create_students
-
-    tokens = [tok for _, _, tok in create_students(SEARCH_MAX, prefix="bench-cap")]
-    connections.close_all()
+    tokens = _tokens(SEARCH_MAX, "bench-cap")
     result: dict = {
         "database": mask_url(database_url()).split("@")[-1],
         "cpus": os.cpu_count(),

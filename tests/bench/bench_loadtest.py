@@ -204,18 +204,26 @@ def _postgres_drill() -> dict:
     return {"outage_seconds": outage.get("seconds"), **_figures(report)}
 
 
-def main() -> dict:
-    from backend.config import database_url, mask_url
+def _tokens(n: int, prefix: str) -> list[str]:
+    """``n`` new students in the bench database (Django set up here), by token; the
+    connection is closed again so the servers' workers hold the only ones."""
     from opsctl.service import setup_django
-    from tests.e2e.gunicorn_server import GunicornServer
 
     setup_django()
     from django.db import connections
 
     from backend.exams.seed import create_students
 
-    tokens = [tok for _, _, tok in create_students(SEARCH_MAX_STUDENTS, prefix="bench-lt")]
+    tokens = [tok for _, _, tok in create_students(n, prefix=prefix)]
     connections.close_all()
+    return tokens
+
+
+def main() -> dict:
+    from backend.config import database_url, mask_url
+    from tests.e2e.gunicorn_server import GunicornServer
+
+    tokens = _tokens(SEARCH_MAX_STUDENTS, "bench-lt")
     result: dict = {
         "database": mask_url(database_url()).split("@")[-1],
         "cpus": os.cpu_count(),

@@ -6,7 +6,6 @@ Views and jobs call these functions; they raise ``ApiError`` for anything a clie
 from __future__ import annotations
 
 import datetime as dt
-import functools
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -19,15 +18,16 @@ from backend.exams.http import ApiError
 from backend.exams.models import Answer, Exam, ExamSession
 
 # Save and submit exclude each other in the database itself: the upsert inserts only while the
-# session is still in progress, checked in the same statement. On PostgreSQL the check takes a
-# KEY SHARE lock on the session row, held until the save commits; submit takes FOR UPDATE on
-# that row first, so it waits for saves already past their check and every later save sees
-# the new status (READ COMMITTED re-checks the WHERE on the updated row) and inserts nothing.
-# On SQLite every write transaction holds the database's single write lock from BEGIN
-# (transaction_mode IMMEDIATE), which covers the check. No row back means "not in progress".
+# session is still in progress, checked in the same statement, and submit locks the session
+# row before it scores. On PostgreSQL the save is one statement (_SAVE_PG below) whose first
+# CTE takes KEY SHARE on the session row: submit's FOR UPDATE waits for saves past their
+# check, and a save that waited re-reads the row submit changed (READ COMMITTED) and inserts
+# nothing. On SQLite every write transaction holds the database's single write lock from
+# BEGIN (transaction_mode IMMEDIATE), which covers the check; there the upsert is
+# INSERT ... SELECT from the session row, and no row back means "not in progress".
 _SESSION_OPEN = """
-SELECT %s, %s, %s, {value}, {seq}, %s FROM exams_examsession
-WHERE id = %s AND status = 'in_progress'{lock}
+SELECT %s, %s, %s, %s, {seq}, %s FROM exams_examsession
+WHERE id = %s AND status = 'in_progress'
 """
 # A client seq never overwrites a higher one; an equal seq is a retry. SET expressions see
 # the old row, so each CASE compares against the stored seq.
@@ -89,18 +89,9 @@ VALUES (%s, %s, %s, %s, %s, %s)
 """
 
 
-@functools.cache
-def _upsert_sql(vendor: str, with_seq: bool) -> str:
-    select = _SESSION_OPEN.format(
-        value="%s",
-        seq="%s" if with_seq else "1",
-        lock=" FOR KEY SHARE" if vendor == "postgresql" else "",
-    )
-    # PostgreSQL needs the locking SELECT in parentheses before ON CONFLICT; SQLite needs the
-    # WHERE clause it already has to parse INSERT ... SELECT ... ON CONFLICT.
-    if vendor == "postgresql":
-        select = f"({select.strip()})"
-    return f"{_INSERT}\n{select}\n{_ON_CONFLICT_SEQ if with_seq else _ON_CONFLICT_AUTO}"
+# SQLite parses INSERT ... SELECT ... ON CONFLICT only with a WHERE clause, which this has.
+_UPSERT_SQLITE_SEQ = f"{_INSERT}{_SESSION_OPEN.format(seq='%s')}{_ON_CONFLICT_SEQ}"
+_UPSERT_SQLITE_AUTO = f"{_INSERT}{_SESSION_OPEN.format(seq='1')}{_ON_CONFLICT_AUTO}"
 
 
 MAX_SEQ = 2**62
@@ -224,7 +215,7 @@ def save_answer(session_id: int, token_hash: str, body: dict) -> SaveResult:
             params = [session_id, question, part, answer, stamp, session_id]
         else:
             params = [session_id, question, part, answer, seq, stamp, session_id]
-        cur.execute(_upsert_sql(connection.vendor, seq is not None), params)
+        cur.execute(_UPSERT_SQLITE_AUTO if seq is None else _UPSERT_SQLITE_SEQ, params)
         row = cur.fetchone()
         if row is None:
             # A submit (or expiry) won the race between our first read and this write.

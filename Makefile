@@ -12,6 +12,7 @@ OPS_BENCH_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/exam_bench
 .PHONY: run test test-sqlite test-postgres imports lint format bench seed clean rehearse
 
 $(STAMP): pyproject.toml
+	@echo "make: installing the Python dependencies into $(VENV) (first run, or pyproject.toml changed; a minute or two)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'

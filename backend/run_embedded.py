@@ -1,14 +1,15 @@
 """`make run`: the product on its embedded default, nothing else installed.
 
-Migrates the SQLite database under var/, seeds a demo on first run, issues a fresh demo
-token (tokens are stored hashed, so the old one cannot be shown again), and serves the
-backend under gunicorn on 127.0.0.1:8000 until Ctrl-C.
+Refuses at once when the port is taken, then migrates the SQLite database under var/, seeds a
+demo on first run, shows the demo student's token (kept under var/demo_token, the same on
+every run), and serves the backend under gunicorn on 127.0.0.1:8000 until Ctrl-C.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 
@@ -31,8 +32,7 @@ def prepare() -> tuple[str, str, int | None]:
         report = seed_demo(students=int(os.environ.get("DEMO_STUDENTS", "300")))
         print(f"seeded {report.students} students and {len(report.exams)} exams")
     student = Student.objects.order_by("id").first()
-    token = student.set_token()
-    student.save(update_fields=["token_hash"])
+    token = demo_token(student)
     from django.utils import timezone
 
     now = timezone.now()
@@ -40,10 +40,52 @@ def prepare() -> tuple[str, str, int | None]:
     return student.external_id, token, open_exam.id if open_exam else None
 
 
+def demo_token(student) -> str:
+    """The demo student's token, kept under var/ (mode 600) so every `make run` shows the same
+    one: tokens are stored hashed, and issuing a new one would lock out a client (or a server
+    already running) that holds the old one."""
+    from backend.exams.models import hash_token
+
+    path = config.var_dir() / "demo_token"
+    try:
+        token = path.read_text().strip()
+    except OSError:
+        token = ""
+    if token and hash_token(token) == student.token_hash:
+        return token
+    token = student.set_token()
+    student.save(update_fields=["token_hash"])
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token
+
+
+def port_in_use(bind: str) -> bool:
+    host, _, port = bind.rpartition(":")
+    with socket.socket(socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host.strip("[]") or "127.0.0.1", int(port)))
+        except OSError:
+            return True
+    return False
+
+
 def main() -> int:
     os.environ.setdefault("PAPER_DELIVERY", "direct")  # no nginx in front on a laptop
     bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
     os.environ["GUNICORN_BIND"] = bind
+    # Before anything else (migrations, seeding, the token): a server already running here
+    # keeps working, and this one says how to run beside it.
+    if port_in_use(bind):
+        print(
+            f"make run: {bind} is already in use (another `make run`?). Stop it, or serve on "
+            "another port: GUNICORN_BIND=127.0.0.1:8001 make run",
+            file=sys.stderr,
+        )
+        return 1
     config.ensure_secret_key_file()
     ext, token, exam_id = prepare()
     url = f"http://{bind}"

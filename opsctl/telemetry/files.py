@@ -297,13 +297,17 @@ def list_traces(
     return out[:limit]
 
 
-def trace_tree(directory: Path, trace_id: str, stats: ReadStats | None = None) -> list[TraceNode]:
+def trace_tree(
+    directory: Path, trace_id: str, stats: ReadStats | None = None,
+    since: dt.datetime | None = None,
+) -> list[TraceNode]:  # fmt: skip
     """The waterfall: spans in tree order with offsets from the trace start. Only lines that
-    contain the trace id are parsed."""
+    contain the trace id are parsed; with ``since`` (no later than the trace's start, e.g.
+    from its summary) only the files and lines from then on are searched."""
     needle = f'"traceId":"{trace_id}"'.encode()
     spans = [
         to_span(sp)
-        for sp in iter_raw(directory, None, stats, must_contain=needle)
+        for sp in iter_raw(directory, since, stats, must_contain=needle)
         if sp.get("traceId") == trace_id
     ]
     if not spans:

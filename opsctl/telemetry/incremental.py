@@ -48,7 +48,7 @@ from opsctl.telemetry.model import (
 )
 
 MINUTE_NS = 60_000_000_000
-BLOCK = 4 << 20  # bytes read per step
+BLOCK = 1 << 20  # bytes read per step: a cancelled read stops within one
 SLACK_NS = 300 * 1_000_000_000  # spans reach a file at most this long after they start
 TRACES_KEPT = 20  # per minute and route: the slowest, and the failed
 PENDING_TRACES = 50_000  # traces whose server span has not been read yet (their DB spans)

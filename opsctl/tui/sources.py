@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,8 @@ from opsctl.telemetry.model import Coverage
 WINDOWS = (5, 15, 60)
 #: How long one refresh may spend reading before it shows what it has.
 READ_BUDGET = 0.5
+#: At start-up, how long the first refresh may read to have one whole minute to show.
+FIRST_BUDGET = 4.0
 
 
 def _never() -> bool:
@@ -64,6 +67,11 @@ class Sources:
         """Read what is new (bounded by READ_BUDGET); the view's common fields."""
         r = self.reader
         done = r.poll(cancelled, budget=READ_BUDGET, wait=False)
+        # At start-up, read on (up to FIRST_BUDGET) until one whole minute can be shown.
+        deadline = time.monotonic() + FIRST_BUDGET
+        while (not done and r.loading and not cancelled() and time.monotonic() < deadline
+               and r.route_stats(3600)[1].empty):  # fmt: skip
+            done = r.poll(cancelled, budget=READ_BUDGET)
         complete = r.complete_since_ns
         complete_for = (r.clock() - complete / 1e9) if complete else None
         return {
@@ -93,10 +101,14 @@ class Sources:
         rows, cov = self.reader.list_traces(window, route=route, limit=200)
         return TelemetryView(rows, cov, **state)
 
-    def trace(self, trace_id: str):
+    def trace(self, trace_id: str, start: str | None = None):
+        """One trace's waterfall; ``start`` (its summary's ISO start) narrows the search."""
         from opsctl import telemetry
 
-        return telemetry.trace_tree(self.telemetry_dir, trace_id)
+        since = None
+        if start:
+            since = dt.datetime.fromisoformat(start) - dt.timedelta(seconds=1)
+        return telemetry.trace_tree(self.telemetry_dir, trace_id, since=since)
 
     def queries(self, window: float, by: str = "total",
                 cancelled: Callable[[], bool] = _never) -> TelemetryView:  # fmt: skip

@@ -3,6 +3,8 @@ how old the newest span is (stale warning), open alerts, recent flag changes, jo
 
 from __future__ import annotations
 
+import time
+
 from textual.app import ComposeResult
 from textual.widgets import DataTable, Label, Sparkline, Static
 
@@ -32,22 +34,31 @@ class OverviewPane(Pane):
         yield table(self.id, "route", "req/s", "errors %", "p95 ms", "p99 ms")
         yield Static("", id="overview-status")
 
+    #: The database-backed parts change rarely: read them at most this often (seconds), so a
+    #: refresh costs the new spans, not three queries and a migration plan.
+    DB_EVERY = 10.0
+
     def fetch(self):
         s = self.sources
-        out = {
-            "view": s.routes(self.window_seconds, cancelled),
-            "alerts": [], "flags": [], "jobs": None, "errors": [],
-        }  # fmt: skip
+        view = s.routes(self.window_seconds, cancelled)
+        now = time.monotonic()
+        held = getattr(self, "_db_parts", None)
+        if held is not None and now - held[0] < self.DB_EVERY:
+            return _Data({"view": view, **held[1]})
+        parts: dict = {"alerts": [], "flags": [], "jobs": None, "errors": []}
         for key, fn in (
             ("alerts", s.open_alerts),
             ("flags", s.recent_flag_changes),
             ("jobs", s.jobs),
         ):
+            if cancelled():
+                break
             try:
-                out[key] = fn()
+                parts[key] = fn()
             except Exception as exc:
-                out["errors"].append(f"{key}: {str(exc).strip().splitlines()[0]}")
-        return _Data(out)
+                parts["errors"].append(f"{key}: {str(exc).strip().splitlines()[0]}")
+        self._db_parts = (now, parts)
+        return _Data({"view": view, **parts})
 
     def show(self, data) -> None:
         d = data.parts

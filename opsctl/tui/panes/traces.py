@@ -23,6 +23,7 @@ class TracesPane(Pane):
     def on_mount(self) -> None:
         self.query_one("#traces-filter", Input).display = False
         self.route_filter = None
+        self.starts: dict[str, str] = {}  # trace id -> start, to narrow the waterfall's search
 
     def fetch(self):
         return self.sources.traces(self.window_seconds, self.route_filter, cancelled)
@@ -36,6 +37,7 @@ class TracesPane(Pane):
         elif not data.rows:
             line += " · no trace matched"
         self.query_one("#traces-window", Label).update(line)
+        self.starts = {t.trace_id: t.start for t in data.rows}
         fill(
             self.query_one(DataTable),
             [
@@ -67,7 +69,7 @@ class TracesPane(Pane):
         self.action_open()
 
     def _waterfall(self, trace_id: str) -> None:
-        nodes = self.sources.trace(trace_id)
+        nodes = self.sources.trace(trace_id, self.starts.get(trace_id))
         if cancelled():
             return
         lines = []

@@ -72,7 +72,8 @@ def run_old(directory: Path, since: str) -> float | None:
     code = (
         "import sys, time, datetime as dt, importlib.util\n"
         "spec = importlib.util.spec_from_file_location('before', sys.argv[1])\n"
-        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+        "m = importlib.util.module_from_spec(spec); sys.modules['before'] = m\n"
+        "spec.loader.exec_module(m)\n"
         "from pathlib import Path\n"
         "t = time.perf_counter()\n"
         "m.route_stats(Path(sys.argv[2]), dt.datetime.fromisoformat(sys.argv[3]))\n"

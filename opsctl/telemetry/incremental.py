@@ -200,8 +200,10 @@ class IncrementalReader:
             if not first:
                 self.files[key] = _File(path, 0)  # new since the last look: all of it is new
                 continue
-            too_old = st.st_mtime < horizon_s  # written before the horizon: older spans only
-            end = 0 if too_old else self._last_newline(path, st.st_size)
+            end = self._last_newline(path, st.st_size)
+            if st.st_mtime < horizon_s:  # written before the horizon: older spans only
+                self.files[key] = _File(path, end, 0)  # only what is appended from now on
+                continue
             self.files[key] = state = _File(path, end, end)
             if end:
                 heapq.heappush(self.backfilling, (-state.frontier_ns, next(_seq), key))

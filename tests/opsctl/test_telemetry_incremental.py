@@ -260,3 +260,21 @@ def test_cli_no_data_differs_from_nothing_matched(folder, tmp_path_factory):
     r = runner.invoke(app, ["traces", "stats", "--telemetry-dir", str(d), "--json"])
     assert r.exit_code == 0 and len(json.loads(r.stdout)) == 3
     assert "3 no data" in runner.invoke(app, ["traces", "stats", "--help"]).stdout
+
+
+def test_files_older_than_the_hour_are_not_read_at_start_up(tmp_path):
+    now = time.time()
+    spangen.fill(tmp_path / "old", now - 3 * 3600, now - 3 * 3600 + 120, 100)
+    spangen.fill(tmp_path / "new", now - 120, now, 100)
+    for p in [*(tmp_path / "old").iterdir(), *(tmp_path / "new").iterdir()]:
+        shutil.move(p, tmp_path / p.name)
+    reader = IncrementalReader(tmp_path)
+    read_all(reader)
+    new_spans = reader.route_stats(3600)[1].spans
+    assert reader.spans_read == new_spans > 0  # nothing parsed from the old files
+    # An old file that grows again is followed from where it was.
+    old = sorted(tmp_path.glob("traces-gen0-*.jsonl"))[0]
+    with open(old, "ab") as fh:
+        fh.write(_line(time.time_ns()))
+    read_all(reader)
+    assert reader.spans_read == new_spans + 1

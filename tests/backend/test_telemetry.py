@@ -217,7 +217,9 @@ def test_queries_top_pg_refuses_sqlite_clearly():
     r = CliRunner().invoke(
         app, ["queries", "top", "--source", "pg", "--database-url", "sqlite:///x.db"]
     )
-    assert r.exit_code == 3 and "PostgreSQL" in r.stderr
+    # Bad input under the CLI's error contract: exit 1, one line naming what is needed.
+    assert r.exit_code == 1 and "PostgreSQL" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.output
 
 
 def test_request_answers_the_instrumentations_uri_question_once(monkeypatch):

@@ -77,7 +77,7 @@ class _Query:
 @dataclass(slots=True)
 class _Minute:
     spans: int = 0
-    first_ns: int = 0
+    first_ns: int = 0  # earliest / latest start of a request (server span)
     last_ns: int = 0
     routes: dict = field(default_factory=dict)  # route -> _Route
     queries: dict = field(default_factory=dict)  # fingerprint -> _Query
@@ -319,10 +319,6 @@ class IncrementalReader:
         if m is None:
             m = self.minutes[minute_key] = _Minute()
         m.spans += 1
-        if not m.first_ns or start < m.first_ns:
-            m.first_ns = start
-        if start > m.last_ns:
-            m.last_ns = start
         kind = sp.get("kind", 0)
         trace_id = sp.get("traceId", "")
         if kind == SERVER:
@@ -362,6 +358,10 @@ class IncrementalReader:
         error = (sp.get("status") or {}).get("code") == STATUS_ERROR or (
             isinstance(code, int) and code >= 500
         )
+        if not m.first_ns or start < m.first_ns:  # the time requests cover (req/s)
+            m.first_ns = start
+        if start > m.last_ns:
+            m.last_ns = start
         r = m.routes.get(route)
         if r is None:
             r = m.routes[route] = _Route()
@@ -459,9 +459,9 @@ class IncrementalReader:
             first_minute += 1  # a minute only partly read back is not shown
         chosen = [m for k, m in self.minutes.items() if k >= first_minute]
         spans = sum(m.spans for m in chosen)
-        first = min((m.first_ns for m in chosen if m.spans), default=0)
+        first = min((m.first_ns for m in chosen if m.first_ns), default=0)
         last = max((m.last_ns for m in chosen), default=0)
-        covered = max((last - first) / 1e9, 1.0) if spans else 0.0
+        covered = max((last - first) / 1e9, 1.0) if spans and first else 0.0
         return chosen, Coverage(window, spans, covered, self.newest_ns, not self.loading)
 
     def route_stats(self, window: float, since_ns: int | None = None):

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import typer
 
-from opsctl.output import CommandError, console, emit_json
+from opsctl import options
+from opsctl.errors import CommandError
+from opsctl.output import console, emit_json
 
 
 def command(
@@ -24,17 +26,12 @@ def command(
         help="Explain this fingerprint's example statement from the query statistics.",
     ),
     top: int = typer.Option(None, "--top", min=1, help="Explain the N costliest fingerprints."),
-    since: str = typer.Option("1h", "--since", help="Window for --fingerprint / --top."),
+    since: str = typer.Option("1h", "--since", help="Window for --fingerprint / --top (1h, 30m)."),
     timeout: str = typer.Option(
         "10s", "--timeout", help="Statement timeout: a duration of at least 1ms (500ms, 10s, 1m)."
     ),
-    telemetry_dir: Path = typer.Option(None, "--telemetry-dir", envvar="OPS_TELEMETRY_DIR"),
-    database_url: str = typer.Option(
-        None,
-        "--database-url",
-        envvar="DATABASE_URL",
-        help="Any SQLAlchemy URL (default: the backend's DATABASE_URL).",
-    ),
+    telemetry_dir: Path = options.TELEMETRY_DIR,
+    database_url: str = options.DATABASE_URL,
     as_json: bool = typer.Option(False, "--json", help="Same as --format json."),
 ) -> None:
     """EXPLAIN a statement safely: read-only transaction, always rolled back, with a statement
@@ -45,11 +42,11 @@ def command(
     PostgreSQL plans them with NULLs (a generic shape, good for spotting scans).
     JSON keys: vendor, sql, analyzed, plan (as the database returned it: PostgreSQL's is
     accepted by plan visualisers), findings[{severity, node_id, node, problem, evidence, action}].
+
+    Exit 0 explained, 1 failed (bad input, database unavailable), 2 refused (not allowed
+    to run, or the database refused the statement / timed out).
     """
-    from backend.config import database_url as default_url
-    from opsctl import options
-    from opsctl.explain import DatabaseUnavailable, explain
-    from opsctl.sqlsafety import Refused
+    from opsctl.db.explain import explain
 
     if fmt not in {"text", "json"}:
         raise CommandError("--format must be text or json")
@@ -60,14 +57,12 @@ def command(
     except ValueError as exc:
         raise CommandError(f"--params is not valid JSON: {exc}") from None
     statements = _statements(sql, fingerprint, top, since, telemetry_dir)
-    url = database_url or default_url()
-    results = []
-    for stmt, stmt_params in statements:
-        try:
-            results.append(explain(url, stmt, bound if bound is not None else stmt_params,
-                                   analyze, buffers, timeout_s))  # fmt: skip
-        except (Refused, DatabaseUnavailable) as exc:
-            raise CommandError(str(exc), 2 if isinstance(exc, Refused) else 1) from None
+    url = options.database_url(database_url)
+    results = [
+        explain(url, stmt, bound if bound is not None else stmt_params, analyze, buffers,
+                timeout_s)
+        for stmt, stmt_params in statements
+    ]  # fmt: skip
     if as_json:
         payload = [
             {"vendor": r.vendor, "sql": r.sql, "analyzed": r.analyzed, "plan": r.raw_plan,
@@ -90,15 +85,10 @@ def _statements(sql, fingerprint, top, since, telemetry_dir) -> list[tuple[str, 
         raise CommandError("give a statement, or --fingerprint FP, or --top N (exactly one)")
     if sql is not None:
         return [(sql, None)]
-    from backend.config import telemetry_dir as default_dir
     from opsctl import telemetry
-    from opsctl.timeparse import parse_since
 
-    try:
-        window = parse_since(since)
-    except ValueError as exc:
-        raise CommandError(str(exc)) from None
-    d = Path(telemetry_dir) if telemetry_dir else default_dir()
+    window = options.since(since)
+    d = options.telemetry_dir(telemetry_dir)
     stats = telemetry.query_stats(d, window, "total", 1000)
     if fingerprint:
         stats = [q for q in stats if q.fingerprint.startswith(fingerprint)]

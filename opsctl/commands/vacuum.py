@@ -15,7 +15,7 @@ def command(
     tables: list[str] = typer.Argument(None, help="Tables (default: all; PostgreSQL)."),
     analyze: bool = typer.Option(False, "--analyze", help="Also refresh planner statistics."),
     full: bool = typer.Option(False, "--full", help="VACUUM FULL: rewrites and LOCKS the table."),
-    yes: bool = typer.Option(False, "--yes", "-y", help="Confirm a locking vacuum off a terminal."),
+    yes: bool = options.YES,
     lock_timeout: str = options.LOCK_TIMEOUT,
     actor: str = options.ACTOR,
     as_json: bool = typer.Option(False, "--json", help="JSON list per table."),

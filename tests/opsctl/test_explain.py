@@ -9,8 +9,8 @@ from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
 from opsctl.cli import app
-from opsctl.explain import explain
-from opsctl.sqlsafety import Refused
+from opsctl.db.explain import explain
+from opsctl.db.sqlsafety import Refused
 
 run = CliRunner().invoke
 

@@ -10,7 +10,7 @@ from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
 from opsctl.cli import app
-from opsctl.sqlsafety import number_placeholders
+from opsctl.db.sqlsafety import number_placeholders
 
 run = CliRunner().invoke
 TABLE = "doctor_safety"
@@ -159,7 +159,7 @@ def test_analyze_runs_as_a_role_that_can_read_but_not_signal(database_url, rows,
 
 @pytest.mark.postgres_only
 def test_analyze_is_refused_when_the_read_only_role_is_missing(database_url, rows, monkeypatch):
-    from opsctl import explain
+    from opsctl.db import explain
 
     monkeypatch.setattr(explain, "ANALYZE_ROLE", "opsctl_explain_absent")
     r = run(app, ["explain", "--analyze", f"SELECT * FROM {TABLE}", "--database-url",
@@ -176,7 +176,7 @@ def test_timeout_must_be_a_positive_duration(database_url, value):
 
 
 def test_analyzable_calls_come_from_the_parse_tree():
-    from opsctl.sqlsafety import analyzable_calls
+    from opsctl.db.sqlsafety import analyzable_calls
 
     calls = analyzable_calls(
         "SELECT lower(name), pg_catalog.pg_stat_reset() FROM t "
@@ -198,14 +198,14 @@ def test_analyzable_calls_come_from_the_parse_tree():
     ],
 )
 def test_analyzable_calls_refuses_anything_but_a_plain_read(sql, why):
-    from opsctl.sqlsafety import Refused, analyzable_calls
+    from opsctl.db.sqlsafety import Refused, analyzable_calls
 
     with pytest.raises(Refused, match=why):
         analyzable_calls(sql)
 
 
 def test_refuse_volatile_rules():
-    from opsctl.sqlsafety import Calls, Refused, refuse_volatile
+    from opsctl.db.sqlsafety import Calls, Refused, refuse_volatile
 
     volatile = {("pg_catalog", "random"), ("pg_catalog", "pg_stat_reset"), ("ext", "lower")}
     path = ["pg_catalog", "public"]

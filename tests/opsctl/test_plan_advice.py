@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from opsctl.plan_advice import ColumnStats, TableInfo, advise
-from opsctl.plan_model import from_postgres, from_sqlite
+from opsctl.db.plan_advice import ColumnStats, TableInfo, advise
+from opsctl.db.plan_model import from_postgres, from_sqlite
 
 
 def plan(node: dict) -> list:

@@ -88,3 +88,30 @@ def test_a_password_never_appears_in_the_error():
     with pytest.raises(DatabaseUnavailable) as caught:
         check_url("mysql://admin:hunter2@db/x")
     assert "hunter2" not in str(caught.value) and "***" in str(caught.value)
+
+
+# Declared elsewhere on purpose: retention's lock timeout defaults to its setting; rehearse's
+# --database-url names a server to create a scratch database on, not a database to use.
+OWN_DECLARATIONS = {("--lock-timeout", "commands/retention.py"),
+                    ("--database-url", "commands/rehearse.py")}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "option", ["--database-url", "--telemetry-dir", "--lock-timeout", "--actor", "--yes"]
+)
+def test_shared_options_are_declared_once(option):
+    import re
+    from pathlib import Path
+
+    import opsctl
+
+    root = Path(opsctl.__file__).parent
+    # A declaration: the option's name inside a typer.Option(...) call.
+    pattern = re.compile(r"typer\.Option\((?:[^()]|\([^()]*\))*?" + re.escape(f'"{option}"'))
+    declared = sorted(
+        str(p.relative_to(root))
+        for p in root.rglob("*.py")
+        if pattern.search(p.read_text()) and p.name != "options.py"
+        and (option, str(p.relative_to(root))) not in OWN_DECLARATIONS
+    )  # fmt: skip
+    assert declared == [], f"{option} declared outside opsctl/options.py: {declared}"

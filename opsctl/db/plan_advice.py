@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from opsctl.plan_model import PlanNode
+from opsctl.db.plan_model import PlanNode
 
 LARGE_TABLE_ROWS = 10_000
 

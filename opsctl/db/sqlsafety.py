@@ -3,7 +3,7 @@
 ``--analyze`` executes the statement, and a READ ONLY transaction does not stop a server
 function with side effects (``pg_terminate_backend``, ``pg_stat_reset``, replication slots).
 So the statement is parsed with PostgreSQL's own parser (pglast wraps libpg_query) and every
-function and operator it calls is listed; ``opsctl.explain`` looks their volatility up in
+function and operator it calls is listed; ``opsctl.db.explain`` looks their volatility up in
 ``pg_proc`` and refuses any volatile one that is not on ``HARMLESS_VOLATILE``.
 """
 
@@ -14,11 +14,15 @@ from dataclasses import dataclass
 import sqlparse
 from sqlparse import tokens as T
 
+from backend.ops.errors import OpsError
+
 DATA_MODIFYING = {"INSERT", "UPDATE", "DELETE", "MERGE", "TRUNCATE", "COPY"}
 
 
-class Refused(ValueError):
-    """The statement is not allowed; the message says why."""
+class Refused(OpsError, ValueError):
+    """The statement is not allowed; the message says why (exit 2: refused)."""
+
+    exit_code = 2
 
 
 def single_statement(sql: str) -> str:

@@ -61,7 +61,7 @@ WHERE s.id = %s AND st.token_hash = %s
 _SAVE_PG = """
 WITH s AS (
   SELECT s.id, s.status, s.deadline < %(cutoff)s AS overdue,
-         EXISTS (SELECT 1 FROM exams_answerkey k WHERE k.exam_id = s.exam_id
+         %(plausible)s AND EXISTS (SELECT 1 FROM exams_answerkey k WHERE k.exam_id = s.exam_id
                  AND k.question = %(question)s AND k.part = %(part)s) AS in_key
   FROM exams_examsession s JOIN exams_student st ON st.id = s.student_id
   WHERE s.id = %(session)s AND st.token_hash = %(token)s
@@ -95,6 +95,9 @@ _UPSERT_SQLITE_AUTO = f"{_INSERT}{_SESSION_OPEN.format(seq='1')}{_ON_CONFLICT_AU
 
 
 MAX_SEQ = 2**62
+MAX_ID = 2**63 - 1  # bigint primary keys
+MAX_QUESTION = 2**31 - 1  # PositiveIntegerField: integer on PostgreSQL
+MAX_PART = Answer._meta.get_field("part").max_length
 
 
 @dataclass(frozen=True)
@@ -160,14 +163,8 @@ def validate_save(body: dict) -> tuple[int, str, str, int | None]:
         raise ApiError(400, "'answer' must be a string")
     if len(answer) > settings.EXAM_MAX_ANSWER_LENGTH:
         raise ApiError(400, f"'answer' is longer than {settings.EXAM_MAX_ANSWER_LENGTH} characters")
-    if "\x00" in answer:
-        raise ApiError(400, "'answer' must not contain NUL characters")
-    if not answer.isascii():
-        # JSON may carry a lone surrogate ("\ud800"), which no database driver can encode.
-        try:
-            answer.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ApiError(400, "'answer' is not valid Unicode text (lone surrogate)") from None
+    for name, text in (("part", part), ("answer", answer)):
+        _check_text(name, text)
     if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int)):
         raise ApiError(400, "'seq' must be an integer")
     if seq is not None and not (0 <= seq < MAX_SEQ):
@@ -176,6 +173,18 @@ def validate_save(body: dict) -> tuple[int, str, str, int | None]:
     if unknown:
         raise ApiError(400, f"unknown field(s): {', '.join(sorted(unknown))}")
     return question, part, answer, seq
+
+
+def _check_text(name: str, text: str) -> None:
+    """Text every database can store: no NUL, and no lone surrogate ("\ud800", which JSON may
+    carry and no driver can encode)."""
+    if "\x00" in text:
+        raise ApiError(400, f"'{name}' must not contain NUL characters")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApiError(400, f"'{name}' is not valid Unicode text (lone surrogate)") from None
 
 
 def journal_enabled() -> bool:
@@ -188,6 +197,8 @@ def save_answer(session_id: int, token_hash: str, body: dict) -> SaveResult:
     """Auto-save one answer: one statement on PostgreSQL, three on SQLite (session check,
     upsert, journal insert)."""
     question, part, answer, seq = validate_save(body)
+    if not 0 < session_id <= MAX_ID:
+        raise_for_foreign_or_unknown(token_hash)  # no such row can exist: as the ORM answers
     now = timezone.now()
     cutoff = now - dt.timedelta(seconds=settings.EXAM_SUBMIT_GRACE_SECONDS)
     if connection.vendor == "postgresql":
@@ -229,8 +240,13 @@ def save_answer(session_id: int, token_hash: str, body: dict) -> SaveResult:
 
 
 def _save_pg(session_id, token_hash, question, part, answer, seq, now, cutoff) -> SaveResult:
+    # A question or part no answer key can hold is "not in this exam", answered after the
+    # session checks like any other; the statement gets harmless stand-ins, since PostgreSQL
+    # refuses a value its column cannot store even in a row no WHERE lets through.
+    plausible = 0 <= question <= MAX_QUESTION and len(part) <= MAX_PART
     params = {
-        "session": session_id, "token": token_hash, "question": question, "part": part,
+        "session": session_id, "token": token_hash, "plausible": plausible,
+        "question": question if plausible else 0, "part": part if plausible else "",
         "answer": answer, "seq": seq, "now": now, "cutoff": cutoff,
         "journal": journal_enabled(),
     }  # fmt: skip

@@ -109,6 +109,17 @@ CASES = {
     "a JSON array": (None, [_step([1, 2])]),
     "unknown field": (None, [_step({**Q1, "x": 1})]),
     "question not in the exam": (None, [_step({"question": 9, "answer": "1"})]),
+    "question beyond any column": (None, [_step({"question": 2**70, "answer": "1"})]),
+    "question far below zero": (None, [_step({"question": -(2**40), "answer": "1"})]),
+    "part longer than any key": (None, [_step({"question": 1, "part": "x" * 40, "answer": "1"})]),
+    "session id beyond bigint": (None, [_step(Q1, session=2**70)]),
+    "part with a lone surrogate": (
+        None, [_step(raw=b'{"question": 1, "part": "\\ud800", "answer": "1"}')]
+    ),
+    "part with NUL": (None, [_step({"question": 1, "part": "a\x00", "answer": "1"})]),
+    "question beyond any column, submitted": (
+        sessions.submit_session, [_step({"question": 2**40, "answer": "1"})]
+    ),
     "body over the limit": (None, [_step(raw=b'{"answer": "' + b"x" * 70_000 + b'"}')]),
     "after submit": (sessions.submit_session, [_step(Q1)]),
     "past the deadline": ("late", [_step(Q1)]),
@@ -128,7 +139,7 @@ def _run(app, case):
     for step in steps:
         kw = dict(step)
         body, token = kw.pop("body"), kw.pop("token", tok)
-        target = sid + 10_000 if kw.pop("other_session", False) else sid
+        target = sid + 10_000 if kw.pop("other_session", False) else kw.pop("session", sid)
         path = _path(target) if kw.pop("slash", True) else _path(target).rstrip("/")
         status, headers, out = call(app, path, body, token, **kw)
         # The two runs use two sessions: compare with the id taken out.

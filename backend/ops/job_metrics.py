@@ -7,11 +7,32 @@ successful rerun, so the CalibrationFailed alert resolves)."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
+
+
+def _hands_back_its_connection(callback):
+    """A gauge callback that reads the database runs on the metric exporter's thread, which
+    otherwise keeps a pooled connection for good (a process setting telemetry up again and
+    again, as the tests do, ran its pool dry). The connection goes back after each reading,
+    unless a transaction (a test's) holds it."""
+
+    @functools.wraps(callback)
+    def read(options):
+        try:
+            return list(callback(options))
+        finally:
+            from django.db import connection
+
+            if not connection.in_atomic_block:
+                connection.close()
+
+    return read
 
 
 def register(meter) -> None:
     from opentelemetry.metrics import Observation
 
+    @_hands_back_its_connection
     def retention_age(_options):
         from django.utils import timezone
 
@@ -28,6 +49,7 @@ def register(meter) -> None:
         if last is not None:
             yield Observation((timezone.now() - last.started_at).total_seconds())
 
+    @_hands_back_its_connection
     def retention_failed(_options):
         from backend.ops.locks import outcome_now
         from backend.ops.models import RetentionRun
@@ -51,6 +73,7 @@ def register(meter) -> None:
 
         return sum(not is_held(run_lock(exam_id)) for exam_id in exam_ids)
 
+    @_hands_back_its_connection
     def calibration_failed(_options):
         from django.utils import timezone
 
@@ -66,6 +89,7 @@ def register(meter) -> None:
             return
         yield Observation(n)
 
+    @_hands_back_its_connection
     def exams_failing(_options):
         from django.db.models import OuterRef, Subquery
 

@@ -204,10 +204,12 @@ def stack(transactional_db, tmp_path):
         procs.append(prom)
         prom.wait_http(f"http://127.0.0.1:{ports['prometheus']}/-/ready")
         api = Prometheus(f"http://127.0.0.1:{ports['prometheus']}")
-        saved = 0
-        # Load in rounds until Prometheus holds the backend's series over several scrapes
-        # (bounded: at most 12 rounds of 6 students x 15 saves).
-        for _ in range(12):
+        saved, got = 0, []
+        # Load in rounds until Prometheus holds the backend's series over several scrapes.
+        # Bounded by time, not by a count of rounds: how fast a round goes says nothing about
+        # how many scrapes it spans (a faster save path finished 12 rounds before the first).
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
             saved += _load(backend.url, exam.id, tokens, 15)
             got = api.query(
                 "count_over_time(http_server_request_duration_seconds_count"
@@ -215,7 +217,8 @@ def stack(transactional_db, tmp_path):
             )
             if got and min(float(r["value"][1]) for r in got) >= 5:
                 break
-        assert saved > 0
+            time.sleep(1.0)
+        assert saved > 0 and got, "Prometheus never held the backend's request series"
         yield api, backend
     finally:
         for p in reversed(procs):

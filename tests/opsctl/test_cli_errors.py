@@ -177,3 +177,18 @@ def test_help_documents_the_exit_codes():
                          (["migrate", "apply"], "2 refused")]:  # fmt: skip
         r = CliRunner().invoke(app, [*args, "--help"], env={"COLUMNS": "200"})
         assert r.exit_code == 0 and needle in " ".join(r.stdout.split()), (args, r.stdout)
+
+
+@pytest.mark.postgres_only
+def test_queries_top_source_pg_takes_a_postgres_scheme_url(database_url):
+    """`postgres://` (Heroku-style) used to raise SQLAlchemy's NoSuchModuleError."""
+    url = "postgres://" + database_url.split("://", 1)[1]
+    r = CliRunner().invoke(app, ["queries", "top", "--source", "pg", "--json",
+                                 "--database-url", url])  # fmt: skip
+    # 0 with statistics, or 3 when pg_stat_statements is not installed in the test database.
+    assert r.exit_code in (0, 3), r.output
+    assert "NoSuchModuleError" not in r.output + r.stderr
+    if r.exit_code == 0:
+        assert isinstance(json.loads(r.stdout), list)
+    else:
+        assert "pg_stat_statements" in r.stderr and r.stderr.count("\n") == 1

@@ -74,9 +74,20 @@ def test_every_command_on_a_bad_sqlite_path_and_a_garbage_url(tmp_path):
                      "not a SQLite or PostgreSQL URL")  # fmt: skip
 
 
-def _opsctl(*args: str, env_url: str = CLOSED_PORT) -> subprocess.CompletedProcess:
-    env = {"PATH": "/usr/bin:/bin", "DATABASE_URL": env_url, "HOME": str(ROOT)}
+def _opsctl(*args: str, env_url: str = CLOSED_PORT, **env_extra) -> subprocess.CompletedProcess:
+    env = {"PATH": "/usr/bin:/bin", "DATABASE_URL": env_url, "HOME": str(ROOT), **env_extra}
     return subprocess.run([OPSCTL, *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_a_setting_the_backend_refuses_is_one_line():
+    """DEBUG=ture used to be silently off; now the settings refuse it, and opsctl says so."""
+    for args, code in ((["flags", "list"], 1), (["retention", "run"], 2)):
+        out = _opsctl(*args, DEBUG="ture")
+        assert out.returncode == code, out.stderr
+        assert out.stderr == (
+            "error: backend settings: DEBUG='ture' is not a boolean: use 1/0, true/false, "
+            "yes/no or on/off\n"
+        )
 
 
 @pytest.mark.parametrize(

@@ -203,7 +203,10 @@ def test_cancelled_poll_stops_within_one_step(folder):
 
 
 def test_files_and_lines_before_the_window_are_skipped(tmp_path):
-    now = time.time()
+    # 40 minutes into the previous hour, so the last 20 minutes of data sit in one hourly file
+    # whatever the clock says (just after the hour, the newest file would start inside the
+    # window and bisection would rightly skip nothing).
+    now = (time.time() // 3600 - 1) * 3600 + 2400
     old, new = tmp_path / "old", tmp_path / "new"
     spangen.fill(old, now - 3 * 3600, now - 3 * 3600 + 600, 100)
     spangen.fill(new, now - 1200, now, 100)

@@ -40,6 +40,15 @@ LOCK_TIMEOUT = typer.Option(
     help="Give up waiting for a table lock after this long (e.g. 500ms, 5s, 1m).",
 )
 
+PROMETHEUS = typer.Option(
+    None,
+    "--prometheus",
+    envvar="OPS_PROMETHEUS_URL",
+    show_envvar=True,
+    help="Take route RED and SQL latency from this Prometheus (e.g. http://prometheus:9090, "
+    "production, where spans go to a Collector) instead of the span files.",
+)
+
 ACTOR = typer.Option(None, "--actor", help="Who, for the audit trail (default: the OS user).")
 
 YES = typer.Option(False, "--yes", "-y", help="Do not ask (needed off a terminal).")

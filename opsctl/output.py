@@ -84,6 +84,7 @@ def print_table(
     right: Iterable[str] = (),
     styles: Sequence[str | None] | None = None,
     overflow: str | None = None,
+    caption: str | None = None,
 ) -> None:
     """One rich table on stdout: ``columns`` by name, the ``right`` ones right-aligned,
     ``styles`` one per row (None for plain). Cells are printed as text, never as markup."""
@@ -91,7 +92,7 @@ def print_table(
     from rich.text import Text
 
     right = set(right)
-    table = Table(title=title)
+    table = Table(title=title, caption=caption)
     for c in columns:
         table.add_column(c, justify="right" if c in right else "left", overflow=overflow)
     for i, row in enumerate(rows):

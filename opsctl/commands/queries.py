@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from opsctl import options
-from opsctl.output import CommandError, console, emit_json, err_console
+from opsctl.output import CommandError, console, emit_json, err_console, print_table
 
 EXIT_CODES = (
     "Exit codes: 0 spans were read (even if none matched); 1 bad input; 3 no data: no span "
@@ -75,19 +75,16 @@ def top_cmd(
     if as_json:
         emit_json(rows)
         return
-    from rich.table import Table
-
-    table = Table(title=f"top SQL by {by} ({source})")
-    for col in ("fingerprint", "calls", "total ms", "mean ms", "p95 ms", "max ms", "rows"):
-        table.add_column(col, justify="left" if col == "fingerprint" else "right")
-    for q in rows:
-        table.add_row(
-            q.fingerprint, str(q.calls), f"{q.total_ms:.1f}", f"{q.mean_ms:.2f}",
-            "-" if q.p95_ms is None else f"{q.p95_ms:.2f}",
-            "-" if q.max_ms is None else f"{q.max_ms:.2f}", str(q.rows),
-        )  # fmt: skip
+    cols = ("fingerprint", "calls", "total ms", "mean ms", "p95 ms", "max ms", "rows")
+    print_table(
+        f"top SQL by {by} ({source})",
+        cols,
+        [(q.fingerprint, q.calls, f"{q.total_ms:.1f}", f"{q.mean_ms:.2f}",
+          "-" if q.p95_ms is None else f"{q.p95_ms:.2f}",
+          "-" if q.max_ms is None else f"{q.max_ms:.2f}", q.rows) for q in rows],
+        right=cols[1:],
+    )  # fmt: skip
     out = console()
-    out.print(table)
     for q in rows:
         routes = f" [{', '.join(q.routes)}]" if q.routes else ""
         out.print(f"{q.fingerprint}{routes}", markup=False, style="bold")
@@ -112,12 +109,10 @@ def nplusone_cmd(
     if not rows:
         console().print(f"no N+1 patterns flagged in {d} since {since}", markup=False)
         return
-    from rich.table import Table
-
-    table = Table(title=f"N+1 offenders since {since}")
-    for col in ("route", "fingerprint", "requests", "example trace", "statement"):
-        table.add_column(col, overflow="fold")
-    for n in rows:
-        table.add_row(n.route, n.fingerprint, str(n.requests), n.trace_id,
-                      " ".join(n.example.split())[:160])  # fmt: skip
-    console().print(table)
+    print_table(
+        f"N+1 offenders since {since}",
+        ("route", "fingerprint", "requests", "example trace", "statement"),
+        [(n.route, n.fingerprint, n.requests, n.trace_id, " ".join(n.example.split())[:160])
+         for n in rows],
+        overflow="fold",
+    )  # fmt: skip

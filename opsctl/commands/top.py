@@ -19,14 +19,7 @@ def command(
         "15m", "--window", help="Telemetry window at start: 5m, 15m or 1h (w cycles them)."
     ),
     telemetry_dir: Path = options.TELEMETRY_DIR,
-    prometheus: str = typer.Option(
-        None,
-        "--prometheus",
-        envvar="OPS_PROMETHEUS_URL",
-        show_envvar=True,
-        help="Take route RED and SQL latency from this Prometheus (production, where spans "
-        "go to a Collector); traces still come from --telemetry-dir.",
-    ),
+    prometheus: str = options.PROMETHEUS,
     database_url: str = options.DATABASE_URL,
 ) -> None:
     """The live console: routes, traces, SQL, database, resources, retention, flags, jobs.

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from opsctl import options
-from opsctl.output import CommandError, console, emit_json
+from opsctl.output import CommandError, console, emit_json, print_table
 
 EXIT_CODES = (
     "Exit codes: 0 spans were read (even if none matched the filters); 1 bad input; "
@@ -18,11 +18,6 @@ EXIT_CODES = (
 app = typer.Typer(
     help="Traces from the telemetry files: list, show one, stats per route. " + EXIT_CODES
 )
-
-PROMETHEUS = typer.Option(
-    None, "--prometheus", envvar="OPS_PROMETHEUS_URL", show_envvar=True,
-    help="Read route RED from this Prometheus (e.g. http://prometheus:9090) instead of files.",
-)  # fmt: skip
 
 
 def no_data(message: str, as_json: bool) -> CommandError:
@@ -79,18 +74,13 @@ def list_cmd(
         console().print(f"no traces matched ({stats.in_window} spans read since {since})",
                         markup=False)  # fmt: skip
         return
-    from rich.table import Table
-
-    table = Table(title=f"traces since {since} ({stats.in_window} spans read)")
-    for col in ("trace id", "route", "status", "ms", "db", "n+1", "start"):
-        table.add_column(col)
-    for t in rows:
-        table.add_row(
-            t.trace_id, t.route, str(t.status_code or "-"), f"{t.duration_ms:.1f}",
-            str(t.db_spans), "yes" if t.n_plus_one else "", t.start[11:23],
-            style="red" if t.error else None,
-        )  # fmt: skip
-    console().print(table)
+    print_table(
+        f"traces since {since} ({stats.in_window} spans read)",
+        ("trace id", "route", "status", "ms", "db", "n+1", "start"),
+        [(t.trace_id, t.route, t.status_code or "-", f"{t.duration_ms:.1f}", t.db_spans,
+          "yes" if t.n_plus_one else "", t.start[11:23]) for t in rows],
+        styles=["red" if t.error else None for t in rows],
+    )  # fmt: skip
 
 
 @app.command("show")
@@ -136,7 +126,7 @@ def show_cmd(
 def stats_cmd(
     since: str = typer.Option("15m", "--since", help="Window: 15m, 2h, or an ISO time."),
     directory: Path = options.TELEMETRY_DIR,
-    prometheus: str = PROMETHEUS,
+    prometheus: str = options.PROMETHEUS,
     as_json: bool = typer.Option(False, "--json", help="JSON list per route."),
 ) -> None:
     """Per route: requests, req/s, error %, p50/p95/p99 (ms). The save route comes first.
@@ -176,17 +166,14 @@ def stats_cmd(
         console().print(f"no requests (server spans) among {spans} spans since {since}",
                         markup=False)  # fmt: skip
         return
-    from rich.table import Table
-
     what = "requests" if prometheus else "spans"
-    table = Table(title=f"routes since {since}: {spans} {what}, data covers {covers(covered)}",
-                  caption=source)  # fmt: skip
     cols = ["route", "requests", "req/s", "errors %", "p50 ms", "p95 ms", "p99 ms"]
-    for col in cols + ([] if prometheus else ["instances"]):
-        table.add_column(col, justify="left" if col == "route" else "right")
-    for r in rows:
-        table.add_row(
-            r.route, str(r.requests), f"{r.rps:.2f}", f"{r.error_pct:.1f}", f"{r.p50_ms:.1f}",
-            f"{r.p95_ms:.1f}", f"{r.p99_ms:.1f}", *([] if prometheus else [str(r.instances)]),
-        )  # fmt: skip
-    console().print(table)
+    print_table(
+        f"routes since {since}: {spans} {what}, data covers {covers(covered)}",
+        cols + ([] if prometheus else ["instances"]),
+        [(r.route, r.requests, f"{r.rps:.2f}", f"{r.error_pct:.1f}", f"{r.p50_ms:.1f}",
+          f"{r.p95_ms:.1f}", f"{r.p99_ms:.1f}", *([] if prometheus else [r.instances]))
+         for r in rows],
+        right=[*cols[1:], "instances"],
+        caption=source,
+    )  # fmt: skip

@@ -432,7 +432,7 @@ def empty_hint(directory: Path, window: str) -> str:
 
 
 def since_from(window: str) -> dt.datetime:
-    from opsctl.timeparse import parse_since
+    from backend.durations import parse_since
 
     return parse_since(window)
 

@@ -125,18 +125,18 @@ class Sources:
         return self.reader.n_plus_one(window)[0]
 
     def explain(self, sql: str):
-        from opsctl.explain import explain
+        from opsctl.db.explain import explain
 
         return explain(self.database_url, sql, [None] * sql.count("%s"))
 
     # database doctor (SQLAlchemy)
     def tables(self):
-        from opsctl.dbhealth import table_health
+        from opsctl.db.health import table_health
 
         return table_health(self.database_url, "size")
 
     def vacuum(self, table: str, actor: str | None = None):
-        from opsctl.dbhealth import vacuum
+        from opsctl.db.health import vacuum
 
         return vacuum(self.database_url, [table], analyze=True, confirmed=True, actor=actor)
 

@@ -25,10 +25,9 @@ import re
 
 from django.conf import settings
 from django.core import signals
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import DisallowedHost, ImproperlyConfigured
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpRequest, HttpResponse
-from django.http.request import split_domain_port, validate_host
 from django.utils.http import parse_header_parameters
 
 from backend.exams import sessions
@@ -121,7 +120,7 @@ class SaveFastPath:
     def _security_headers(self, environ) -> list[tuple[str, str]]:
         """The headers SecurityMiddleware adds to a JSON response, asked of it once per
         scheme (HSTS depends on it)."""
-        secure = _is_secure(environ)
+        secure = _request(environ).is_secure()
         if secure not in self._headers:
             from django.middleware.security import SecurityMiddleware
 
@@ -148,37 +147,23 @@ def _body(environ) -> bytes:
     return environ["wsgi.input"].read(length) if length > 0 else b""
 
 
+def _request(environ) -> HttpRequest:
+    """A bare HttpRequest over the environ (no body read), so Django itself answers what its
+    middleware asks of every request: the host against ALLOWED_HOSTS, and whether it is
+    secure (SECURE_PROXY_SSL_HEADER)."""
+    request = HttpRequest()
+    request.META = environ
+    return request
+
+
 def _check_host(environ) -> None:
-    """ALLOWED_HOSTS, as HttpRequest.get_host() checks it (CommonMiddleware asks on every
-    request); a bad host is Django's 400."""
-    if settings.USE_X_FORWARDED_HOST and "HTTP_X_FORWARDED_HOST" in environ:
-        host = environ["HTTP_X_FORWARDED_HOST"]
-    elif "HTTP_HOST" in environ:
-        host = environ["HTTP_HOST"]
-    else:
-        host = environ.get("SERVER_NAME", "")
-        port = str(environ.get("SERVER_PORT", ""))
-        if port != ("443" if _is_secure(environ) else "80"):
-            host = f"{host}:{port}"
-    allowed = settings.ALLOWED_HOSTS
-    if settings.DEBUG and not allowed:
-        allowed = [".localhost", "127.0.0.1", "[::1]"]
-    domain, _ = split_domain_port(host)
-    if not (domain and validate_host(domain, allowed)):
-        security = logging.getLogger("django.security.DisallowedHost")
-        security.error(
-            "Invalid HTTP_HOST header: %r. You may need to add %r to ALLOWED_HOSTS.", host, domain
-        )
-        raise ApiError(400, "bad request")
-
-
-def _is_secure(environ) -> bool:
-    header = settings.SECURE_PROXY_SSL_HEADER
-    if header:
-        name, value = header
-        if name in environ:
-            return environ[name].split(",", 1)[0].strip() == value
-    return environ.get("wsgi.url_scheme") == "https"
+    """ALLOWED_HOSTS, as CommonMiddleware checks it on every request; a bad host is Django's
+    400, logged where Django logs it."""
+    try:
+        _request(environ).get_host()
+    except DisallowedHost as exc:
+        logging.getLogger("django.security.DisallowedHost").error(str(exc))
+        raise ApiError(400, "bad request") from None
 
 
 def wrap(app):

@@ -79,3 +79,46 @@ class ProbeState(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["probe", "host"], name="probestate_probe_host")
         ]
+
+
+class ScheduledFlagChange(models.Model):
+    """A flag change asked for ahead of time (the exam start): applied once, at or after
+    ``apply_at``, by ``opsctl flags apply-due`` through the same audited change as by hand."""
+
+    PENDING = "pending"
+    APPLIED = "applied"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    key = models.CharField(max_length=100)
+    value = models.JSONField()
+    apply_at = models.DateTimeField()
+    reason = models.TextField()
+    actor = models.CharField(max_length=150)
+    created_at = models.DateTimeField(default=timezone.now)
+    status = models.CharField(max_length=16, default=PENDING)
+    applied_at = models.DateTimeField(null=True, blank=True)
+    change_set = models.CharField(max_length=36, blank=True, default="")
+    result = models.TextField(blank=True, default="")
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+    cancelled_by = models.CharField(max_length=150, blank=True, default="")
+    cancel_reason = models.TextField(blank=True, default="")
+
+    class Meta:
+        indexes = [models.Index(fields=["status", "apply_at"], name="flagsched_due_idx")]
+
+
+class FlagUsage(models.Model):
+    """How often a flag was evaluated to one result on one day (UTC), summed over every
+    process: each process counts in memory and adds its counts here every few seconds."""
+
+    key = models.CharField(max_length=100)
+    result = models.BooleanField()
+    day = models.DateField()
+    count = models.BigIntegerField(default=0)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["key", "result", "day"], name="flagusage_key_day")
+        ]

@@ -8,6 +8,7 @@ migrated) is one ``DatabaseUnavailable`` there, before the command starts its wo
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from opsctl.errors import DatabaseUnavailable, InvalidInput, one_line
@@ -31,14 +32,12 @@ def setup_django(database_url: str | None = None) -> None:
     from opsctl.db.engine import check_url
 
     check_url(config.database_url())
-    # A pool is for the server's request threads; a CLI (and the console's short-lived worker
-    # threads) is better served by plain connections that close when done.
-    os.environ.setdefault("DB_POOL", "0")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.settings")
     import django
 
     try:
-        django.setup()
+        with _without_pool():
+            django.setup()
     except config.ConfigError as exc:  # a setting with a value the backend refuses
         raise InvalidInput(f"backend settings: {exc}") from None
     except Exception as exc:  # e.g. dj-database-url refusing the URL
@@ -47,6 +46,26 @@ def setup_django(database_url: str | None = None) -> None:
             f"cannot use DATABASE_URL {url}: {one_line(exc) or type(exc).__name__}"
         ) from None
     _ready = True
+
+
+@contextlib.contextmanager
+def _without_pool():
+    """Build this process's settings without Django's pool, and leave the environment as it was.
+
+    A pool is for the server's request threads; a CLI (and the console's short-lived worker
+    threads) is better served by plain connections that close when done. The choice must not
+    leak into the servers opsctl starts (rehearse, the benchmarks): a ``DB_POOL=0`` left in
+    ``os.environ`` made every gunicorn they started connect to PostgreSQL once per request.
+    """
+    saved = os.environ.get("DB_POOL")
+    os.environ.setdefault("DB_POOL", "0")
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("DB_POOL", None)
+        else:
+            os.environ["DB_POOL"] = saved
 
 
 def open_backend(

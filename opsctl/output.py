@@ -23,10 +23,13 @@ _err_console: Console | None = None
 
 
 def console() -> Console:
-    """Stdout console; colour only on a TTY and never with NO_COLOR."""
+    """Stdout console; colour only on a TTY and never with NO_COLOR. Off a terminal lines are
+    not wrapped at 80 columns (soft wrap), so ``| grep`` sees each value whole."""
     global _console
     if _console is None:
         _console = Console(no_color=bool(os.environ.get("NO_COLOR")) or None, highlight=False)
+    # Whether stdout is a terminal is asked on every call: tests and shells swap sys.stdout.
+    _console.soft_wrap = not _console.is_terminal
     return _console
 
 
@@ -86,8 +89,21 @@ def print_table(
     overflow: str | None = None,
     caption: str | None = None,
 ) -> None:
-    """One rich table on stdout: ``columns`` by name, the ``right`` ones right-aligned,
-    ``styles`` one per row (None for plain). Cells are printed as text, never as markup."""
+    """Every command's table goes through here.
+
+    On a terminal: one rich table, ``columns`` by name, the ``right`` ones right-aligned,
+    ``styles`` one per row (None for plain), with ``title`` and ``caption``. Off a terminal
+    (piped, redirected): tab-separated values with a header row and every value in full,
+    never cut to fit 80 columns (as gh does), so ``opsctl traces stats | grep answers``
+    finds the route. There the title and caption (the window, the source) go to stderr, so
+    stdout is only the table. Cells are printed as text, never as markup."""
+    out = console()
+    if not out.is_terminal:
+        for line in (title, caption):
+            if line:
+                err_console().print(line, markup=False, highlight=False, soft_wrap=True)
+        write_tsv(columns, rows)
+        return
     from rich.table import Table
     from rich.text import Text
 
@@ -98,4 +114,57 @@ def print_table(
     for i, row in enumerate(rows):
         style = styles[i] if styles is not None else None
         table.add_row(*(Text("" if v is None else str(v)) for v in row), style=style)
-    console().print(table)
+    out.print(table)
+
+
+def _tsv_cell(value: Any) -> str:
+    # A tab or a line break inside a value would break the row: each becomes one space.
+    return "" if value is None else " ".join(str(value).replace("\t", " ").splitlines())
+
+
+def write_tsv(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """Header row, then one line per row; fields separated by tabs, values whole."""
+    lines = ["\t".join(columns)]
+    lines += ["\t".join(_tsv_cell(v) for v in row) for row in rows]
+    sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.flush()
+
+
+def interactive(as_json: bool = False) -> bool:
+    """Progress bars are for a person: stdout and stderr both terminals and no --json."""
+    return not as_json and console().is_terminal and err_console().is_terminal
+
+
+def progress_bar(unit: str | None = None, *, detail: bool = False, transient: bool = True):
+    """A rich progress bar on stderr (stdout stays the command's output): what, the bar, %,
+    with ``unit`` done/total and the rate per second, time elapsed and time left; with
+    ``detail`` a task's ``detail`` field after it. Only call it when ``interactive()``;
+    rich leaves out colour under NO_COLOR."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class Rate(ProgressColumn):
+        def render(self, task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text("" if speed is None else f"{speed:,.0f} {unit}/s", style="cyan")
+
+    columns = [
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(bar_width=20),
+        TaskProgressColumn(),
+    ]
+    if unit:
+        columns += [MofNCompleteColumn(), Rate()]
+    columns += [TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn()]
+    if detail:
+        columns.append(TextColumn("{task.fields[detail]}"))
+    return Progress(*columns, console=err_console(), transient=transient)

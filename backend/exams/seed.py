@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from django.core.files.base import ContentFile
@@ -21,6 +21,9 @@ from backend.exams import answer_keys
 from backend.exams.models import Exam, ExamSession, Student, hash_token, new_token
 
 CHUNK = 20_000
+
+# Told how many rows were just written (after each chunk), for a caller's progress display.
+OnRows = Callable[[int], None]
 
 
 @dataclass
@@ -36,8 +39,11 @@ class SeedReport:
     seconds: float = 0.0
 
 
-def bulk_insert(table: str, columns: Sequence[str], rows: Iterable[Sequence]) -> int:
-    """Insert many rows fast: COPY on PostgreSQL, chunked executemany elsewhere."""
+def bulk_insert(
+    table: str, columns: Sequence[str], rows: Iterable[Sequence], on_rows: OnRows | None = None
+) -> int:
+    """Insert many rows fast: COPY on PostgreSQL, chunked executemany elsewhere.
+    ``on_rows(k)`` is told after every ``CHUNK`` rows (and the rest at the end)."""
     n = 0
     if connection.vendor == "postgresql":
         connection.ensure_connection()
@@ -49,6 +55,10 @@ def bulk_insert(table: str, columns: Sequence[str], rows: Iterable[Sequence]) ->
             for row in rows:
                 copy.write_row(row)
                 n += 1
+                if on_rows is not None and n % CHUNK == 0:
+                    on_rows(CHUNK)
+        if on_rows is not None and n % CHUNK:
+            on_rows(n % CHUNK)
         return n
     placeholders = ", ".join(["%s"] * len(columns))
     sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})"
@@ -60,10 +70,14 @@ def bulk_insert(table: str, columns: Sequence[str], rows: Iterable[Sequence]) ->
             if len(batch) >= CHUNK:
                 cur.executemany(sql, batch)
                 n += len(batch)
+                if on_rows is not None:
+                    on_rows(len(batch))
                 batch.clear()
         if batch:
             cur.executemany(sql, batch)
             n += len(batch)
+            if on_rows is not None:
+                on_rows(len(batch))
     return n
 
 
@@ -95,7 +109,12 @@ def demo_pdf(title: str) -> bytes:
     return bytes(out)
 
 
-def create_students(n: int, prefix: str = "student", rng: random.Random | None = None) -> list:
+def create_students(
+    n: int,
+    prefix: str = "student",
+    rng: random.Random | None = None,
+    on_rows: OnRows | None = None,
+) -> list:
     """Create ``n`` students; returns ``[(id, external_id, token)]`` (tokens exist only here)."""
     rng = rng or random.Random()
     now = timezone.now()
@@ -106,7 +125,7 @@ def create_students(n: int, prefix: str = "student", rng: random.Random | None =
         token = new_token()
         tokens.append((ext, token))
         rows.append((f"{rng.choice(FIRST)} {rng.choice(LAST)}", ext, hash_token(token), now))
-    bulk_insert("exams_student", ("name", "external_id", "token_hash", "created_at"), rows)
+    bulk_insert("exams_student", ("name", "external_id", "token_hash", "created_at"), rows, on_rows)
     ids = dict(
         Student.objects.filter(external_id__in=[e for e, _ in tokens]).values_list(
             "external_id", "id"
@@ -126,6 +145,7 @@ def create_exam(
     duration_min: int = 90,
     questions: int = 55,
     rng: random.Random | None = None,
+    on_rows: OnRows | None = None,
 ) -> Exam:
     rng = rng or random.Random()
     exam = Exam.objects.create(
@@ -138,7 +158,7 @@ def create_exam(
         parts = ["a", "b"] if q % 5 == 0 else [""]
         for p in parts:
             keys.append((exam.id, q, p, str(rng.randint(1, 99))))
-    bulk_insert("exams_answerkey", ("exam_id", "question", "part", "correct_value"), keys)
+    bulk_insert("exams_answerkey", ("exam_id", "question", "part", "correct_value"), keys, on_rows)
     answer_keys.forget(exam.id)
     return exam
 
@@ -154,6 +174,7 @@ def simulate_sessions(
     rng: random.Random,
     submitted: bool,
     answered_share: float = 1.0,
+    on_rows: OnRows | None = None,
 ) -> tuple[int, int, int]:
     """Sessions with answers drawn from the Rasch model (ability, difficulty ~ N(0, 1)).
 
@@ -212,6 +233,7 @@ def simulate_sessions(
             "max_score",
         ),
         session_rows(),
+        on_rows,
     )
     session_ids = dict(ExamSession.objects.filter(exam=exam).values_list("student_id", "id"))
 
@@ -231,11 +253,13 @@ def simulate_sessions(
         "exams_answer",
         ("session_id", "question", "part", "value", "seq", "updated_at", "is_correct"),
         answer_rows(),
+        on_rows,
     )
     n_events = bulk_insert(
         "exams_answerevent",
         ("session_id", "question", "part", "value", "seq", "received_at"),
         event_rows(),
+        on_rows,
     )
     return n_sessions, n_answers, n_events
 
@@ -252,16 +276,30 @@ def seed_demo(
     answers: bool = True,
     seed: int = 20261124,
     now: dt.datetime | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> SeedReport:
-    """A demo: an exam open now, closed exams with scored answers, one upcoming exam."""
+    """A demo: an exam open now, closed exams with scored answers, one upcoming exam.
+
+    ``progress(done, total)`` is told the rows written so far after every chunk; ``total``
+    is the rows expected (the open exam's answers are drawn at random, so it is adjusted as
+    the work goes and equals ``done`` on the last call)."""
     import time
 
     t0 = time.perf_counter()
     rng = random.Random(seed)
     now = now or timezone.now()
     report = SeedReport()
+    done, total = 0, expected_rows(students, exams, answers)
+
+    def on_rows(n: int) -> None:
+        nonlocal done, total
+        done += n
+        total = max(total, done)
+        if progress is not None:
+            progress(done, total)
+
     with transaction.atomic():
-        people = create_students(students, rng=rng)
+        people = create_students(students, rng=rng, on_rows=on_rows)
         report.students = len(people)
         open_exam = create_exam(
             "Mathematics",
@@ -269,6 +307,7 @@ def seed_demo(
             now + dt.timedelta(hours=4),
             duration_min=90,
             rng=rng,
+            on_rows=on_rows,
         )
         report.open_exam_id = open_exam.id
         report.exams.append({"id": open_exam.id, "title": open_exam.title, "status": "open"})
@@ -279,10 +318,11 @@ def seed_demo(
                 now - dt.timedelta(days=2 + i),
                 duration_min=120,
                 rng=rng,
+                on_rows=on_rows,
             )
             report.exams.append({"id": closed.id, "title": closed.title, "status": "closed"})
             if answers:
-                s, a, e = simulate_sessions(closed, people, rng, submitted=True)
+                s, a, e = simulate_sessions(closed, people, rng, submitted=True, on_rows=on_rows)
                 report.sessions += s
                 report.answers += a
                 report.events += e
@@ -292,20 +332,38 @@ def seed_demo(
                 now + dt.timedelta(days=1),
                 now + dt.timedelta(days=1, hours=3),
                 rng=rng,
+                on_rows=on_rows,
             )
             report.exams.append({"id": upcoming.id, "title": upcoming.title, "status": "upcoming"})
         if answers:
             # A tenth of the students are half-way through the open exam.
             active = people[1 : max(2, len(people) // 10)]
-            s, a, e = simulate_sessions(open_exam, active, rng, submitted=False, answered_share=0.4)
+            s, a, e = simulate_sessions(
+                open_exam, active, rng, submitted=False, answered_share=0.4, on_rows=on_rows
+            )
             report.sessions += s
             report.answers += a
             report.events += e
     analyze_tables()
+    if progress is not None:
+        progress(done, done)
     report.demo_student = people[0][1]
     report.demo_token = people[0][2]
     report.seconds = round(time.perf_counter() - t0, 2)
     return report
+
+
+def expected_rows(students: int, exams: int, answers: bool, questions: int = 55) -> int:
+    """Rows ``seed_demo`` writes (the open exam's share of answers is its expected value)."""
+    keys = questions + questions // 5  # every fifth question has two parts
+    closed = max(exams - 2, 1) if exams >= 2 else 0
+    created = 1 + closed + (1 if exams >= 3 else 0)
+    rows = students + created * keys
+    if answers:
+        rows += closed * students * (1 + 2 * keys)  # sessions, answers, answer events
+        active = len(range(students)[1 : max(2, students // 10)])
+        rows += active + round(active * 2 * keys * 0.4)
+    return rows
 
 
 FIRST = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from opsctl import options
-from opsctl.output import console, emit_json
+from opsctl.output import console, emit_json, interactive, progress_bar
 
 app = typer.Typer(help="Demo data: seed students, exams and answers at realistic scale.")
 
@@ -41,7 +41,17 @@ def seed(
 
     if migrate:
         call_command("migrate", verbosity=0, interactive=False)
-    report = seed_demo(students=students, exams=exams, answers=answers, seed=seed_value)
+    kwargs = dict(students=students, exams=exams, answers=answers, seed=seed_value)
+    if interactive(as_json):
+        with progress_bar("rows") as bar:
+            task = bar.add_task(f"seeding {students:,} students", total=None)
+
+            def show(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            report = seed_demo(**kwargs, progress=show)
+    else:
+        report = seed_demo(**kwargs)
     if as_json:
         emit_json(report)
         return

@@ -78,7 +78,10 @@ def test_cli_traces_stats_from_prometheus(server):
     assert rows[0]["route"] == ROUTE and rows[0]["requests"] > 8000
     r = runner.invoke(app, ["traces", "stats", "--prometheus", server.url],
                       env={"OPS_PROMETHEUS_URL": server.url})  # fmt: skip
-    assert r.exit_code == 0 and "Prometheus" in r.stdout
+    # Not a terminal: the table is TSV on stdout, its caption (the source) on stderr.
+    assert r.exit_code == 0 and f"Prometheus {server.url}" in r.stderr
+    assert r.stdout.splitlines()[0].split("\t")[0] == "route"
+    assert r.stdout.splitlines()[1].split("\t")[0] == ROUTE
     # Nothing counted for what is asked: no data, exit 3, not an empty success.
     r = runner.invoke(app, ["traces", "stats", "--prometheus", server.url, "--json"],
                       env={prom.SELECTOR_ENV: 'service_name="not-deployed"'})  # fmt: skip

@@ -10,11 +10,13 @@ from django.apps import apps as django_apps
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.migrations.executor import MigrationExecutor
 from django.db.migrations.operations import (
+    AlterField,
     DeleteModel,
     RemoveField,
     RenameField,
     RenameModel,
     RunPython,
+    RunSQL,
 )
 
 from backend.ops import audit
@@ -62,6 +64,7 @@ class PlannedMigration:
 class MigrationPlan:
     vendor: str
     steps: list[PlannedMigration]
+    attempts: list = field(default_factory=list)  # ApplyAttempt, filled by apply()
 
     @property
     def findings(self) -> list[Finding]:
@@ -111,9 +114,39 @@ def _operations(migration) -> list[OperationInfo]:
         if isinstance(op, RemoveField | RenameField | DeleteModel | RenameModel):
             table, column, used = _still_used(op, migration.app_label)
             infos.append(OperationInfo(kind, op.describe(), table, column, True, used))
-        elif isinstance(op, RunPython):
+        elif isinstance(op, RunPython | RunSQL):
             infos.append(OperationInfo(kind, op.describe(), reversible=op.reversible))
     return infos
+
+
+def _old_types(migration, state, conn) -> dict[tuple[str, str], str]:
+    """(table, column) -> the column's type before ``migration``, for each field it alters
+    (``state``: the project state before it)."""
+    out: dict[tuple[str, str], str] = {}
+    for op in migration.operations:
+        if not isinstance(op, AlterField):
+            continue
+        try:
+            model = state.apps.get_model(migration.app_label, op.model_name)
+            field = model._meta.get_field(op.name)
+        except (LookupError, ValueError):
+            continue
+        db_type = field.db_parameters(connection=conn)["type"]
+        if db_type and field.column:
+            out.setdefault((model._meta.db_table, field.column), db_type)
+    return out
+
+
+def _index_tables(conn, sql: list[str]) -> dict[str, str]:
+    """Index name -> table for the indexes these statements drop (PostgreSQL's DROP INDEX
+    names no table)."""
+    if conn.vendor != "postgresql" or not any("DROP INDEX" in s.upper() for s in sql):
+        return {}
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT indexname, tablename FROM pg_indexes WHERE schemaname = current_schema()"
+        )
+        return dict(cur.fetchall())
 
 
 def plan(
@@ -138,13 +171,15 @@ def plan(
                 )
                 migration.unapply(state_before, editor, collect_sql=True)
             else:
+                old_types = _old_types(migration, state, conn)
                 state = migration.apply(state, editor, collect_sql=True)
         sql = [s for s in editor.collected_sql if s.strip() and not s.startswith("--")]
         label = f"{migration.app_label}.{migration.name}"
         findings = (
             []
             if backwards
-            else lint_sql(label, sql, vendor) + lint_operations(label, _operations(migration))
+            else lint_sql(label, sql, vendor, old_types, _index_tables(conn, sql))
+            + lint_operations(label, _operations(migration))
         )
         findings = [
             downgrade_for_empty_table(f) if f.table and empty(f.table) else f for f in findings
@@ -180,17 +215,65 @@ def _duration_ms(text: str) -> int:
     return int(parse_seconds(text) * 1000)
 
 
+# `migrate apply` retries a migration whose lock was not free this many more times, waiting
+# retry_delay, then twice as long, ... between attempts (strong_migrations' lock retries).
+LOCK_RETRIES = 2
+RETRY_DELAY = "1s"
+
+
+@dataclass
+class ApplyAttempt:
+    """One try at applying the plan: ``ok``, or ``lock-timeout`` on ``migration``, and how
+    long the next try waits (0: no next try)."""
+
+    attempt: int
+    outcome: str
+    migration: str = ""
+    error: str = ""
+    retry_in_seconds: float = 0.0
+
+
+def _is_lock_timeout(exc: BaseException) -> bool:
+    cause = exc.__cause__ or exc
+    if getattr(cause, "sqlstate", None) == "55P03":  # lock_not_available
+        return True
+    text = str(exc).lower()
+    return "lock timeout" in text or "canceling statement due to lock" in text
+
+
+def _first_unapplied(the_plan: MigrationPlan):
+    """The plan's first migration not applied yet (the one a failure rolled back)."""
+    ex = _executor()
+    for step in the_plan.steps:
+        if (step.app, step.name) not in ex.loader.applied_migrations:
+            return ex.loader.get_migration(step.app, step.name)
+    return None
+
+
 def apply(
     allow: set[str] | None = None,
     lock_timeout: str = "5s",
     statement_timeout: str = "60s",
     targets: list[tuple[str, str | None]] | None = None,
     actor: str | None = None,
+    lock_retries: int = LOCK_RETRIES,
+    retry_delay: str = RETRY_DELAY,
+    on_attempt=None,
 ) -> MigrationPlan:
-    """Apply the plan unless a blocking finding is not allowed by name; audited."""
+    """Apply the plan unless a blocking finding is not allowed by name; audited.
+
+    A migration that cannot get a lock within ``lock_timeout`` is rolled back whole (it runs
+    in one transaction) and tried again up to ``lock_retries`` more times, waiting
+    ``retry_delay``, then twice as long, ... in between. Each attempt is recorded in the
+    plan's ``attempts`` and passed to ``on_attempt`` as it ends. A migration that is not
+    atomic is not retried (part of it may have run).
+    """
     from django.core.management import call_command
     from django.db import OperationalError
 
+    if lock_retries < 0:
+        raise MigrationRefused("lock retries must be 0 or more")
+    delay = _duration_ms(retry_delay) / 1000
     allow = set(allow or ())
     the_plan = plan(targets)
     refused = the_plan.blocking(allow)
@@ -205,27 +288,52 @@ def apply(
     conn = connections[DEFAULT_DB_ALIAS]
     t0 = time.perf_counter()
     outcome, error = "ok", ""
+
+    def report(attempt: ApplyAttempt) -> None:
+        the_plan.attempts.append(attempt)
+        if on_attempt is not None:
+            on_attempt(attempt)
+
     try:
-        if conn.vendor == "postgresql":
-            conn.ensure_connection()
-            with conn.cursor() as cur:
-                cur.execute(f"SET lock_timeout = {_duration_ms(lock_timeout)}")
-                cur.execute(f"SET statement_timeout = {_duration_ms(statement_timeout)}")
-        if targets:
-            for app, name in targets:
-                call_command("migrate", app, name or "zero", verbosity=0, interactive=False)
-        else:
-            call_command("migrate", verbosity=0, interactive=False)
-    except OperationalError as exc:
-        text = str(exc)
-        outcome, error = "failed", text.strip().splitlines()[0] if text.strip() else "error"
-        if "lock timeout" in text.lower() or "canceling statement due to lock" in text.lower():
-            raise LockTimeout(
-                f"a migration could not get its lock within {lock_timeout}: another transaction "
-                f"holds the table; that migration was rolled back, nothing of it applied. "
-                f"Retry when traffic is lower, or find the blocker with pg_stat_activity"
-            ) from None
-        raise
+        for number in range(1, lock_retries + 2):
+            try:
+                if conn.vendor == "postgresql":
+                    conn.ensure_connection()
+                    with conn.cursor() as cur:
+                        cur.execute(f"SET lock_timeout = {_duration_ms(lock_timeout)}")
+                        cur.execute(f"SET statement_timeout = {_duration_ms(statement_timeout)}")
+                if targets:
+                    for app, name in targets:
+                        call_command("migrate", app, name or "zero", verbosity=0, interactive=False)
+                else:
+                    call_command("migrate", verbosity=0, interactive=False)
+            except OperationalError as exc:
+                text = str(exc)
+                outcome, error = "failed", text.strip().splitlines()[0] if text.strip() else "error"
+                if not _is_lock_timeout(exc):
+                    raise
+                stuck = _first_unapplied(the_plan)
+                label = f"{stuck.app_label}.{stuck.name}" if stuck else "a migration"
+                retry = number <= lock_retries and (stuck is None or stuck.atomic)
+                wait = delay * 2 ** (number - 1) if retry else 0.0
+                report(ApplyAttempt(number, "lock-timeout", label, error, wait))
+                if not retry:
+                    why = (
+                        f"in {number} attempt(s)"
+                        if stuck is None or stuck.atomic
+                        else "(not retried: it is not atomic, so part of it may have run)"
+                    )
+                    raise LockTimeout(
+                        f"{label} could not get its lock within {lock_timeout} {why}: another "
+                        f"transaction holds the table; that migration was rolled back, nothing "
+                        f"of it applied. Retry when traffic is lower, or find the blocker with "
+                        f"pg_stat_activity"
+                    ) from None
+                time.sleep(wait)
+                continue
+            outcome, error = "ok", ""
+            report(ApplyAttempt(number, "ok"))
+            break
     finally:
         if conn.vendor == "postgresql" and conn.connection is not None:
             with conn.cursor() as cur:
@@ -241,6 +349,10 @@ def apply(
                 "error": error,
                 "allowed": sorted(allow),
                 "seconds": round(time.perf_counter() - t0, 3),
+                "attempts": [
+                    {"attempt": a.attempt, "outcome": a.outcome, "migration": a.migration}
+                    for a in the_plan.attempts
+                ],
             },
         )
     return the_plan

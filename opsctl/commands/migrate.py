@@ -94,20 +94,40 @@ def apply_cmd(
     allow: list[str] = typer.Option(
         None, "--allow", help="Allow a blocking rule by name (repeatable)."
     ),
+    lock_retries: int = typer.Option(
+        2,
+        "--lock-retries",
+        min=0,
+        help="Try a migration whose lock was not free this many more times.",
+    ),
+    retry_delay: str = typer.Option(
+        "1s",
+        "--retry-delay",
+        help="Wait this long before the first retry, twice as long before the next, ...",
+    ),
     actor: str = options.ACTOR,
-    as_json: bool = typer.Option(False, "--json", help="JSON: what was applied."),
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help="JSON: {applied: [app.name], attempts: [{attempt, outcome, migration, error, "
+        "retry_in_seconds}]}.",
+    ),
     database_url: str = DB_OPT,
 ) -> None:
     """Apply unapplied migrations, refusing while a blocking finding is not --allow'ed.
 
     On PostgreSQL lock_timeout and statement_timeout are set so a migration fails fast
-    instead of queueing behind exam traffic. Every apply is an audit event.
+    instead of queueing behind exam traffic; a migration whose lock was not free is rolled
+    back and tried again (--lock-retries, with a doubling --retry-delay), each attempt
+    reported. Every apply is an audit event.
 
     Exit 0 applied (or nothing to do), 1 failed or cancelled, 2 refused (a blocking
-    finding), 3 a lock was not free within --lock-timeout (nothing of that migration ran).
+    finding), 3 a lock was not free within --lock-timeout on the last attempt (nothing of
+    that migration ran).
     """
     options.duration(lock_timeout, "--lock-timeout")
     options.duration(statement_timeout, "--statement-timeout")
+    options.duration(retry_delay, "--retry-delay")
     actor = options.actor(actor)
     _setup(database_url, create=True)
     from backend.ops import schema_changes
@@ -129,13 +149,26 @@ def apply_cmd(
             raise CommandError("cancelled; nothing applied")
     done = schema_changes.apply(
         allow=set(allow or ()), lock_timeout=lock_timeout,
-        statement_timeout=statement_timeout, actor=actor,
+        statement_timeout=statement_timeout, actor=actor, lock_retries=lock_retries,
+        retry_delay=retry_delay, on_attempt=None if as_json else _print_attempt,
     )  # fmt: skip
     applied = [f"{s.app}.{s.name}" for s in done.steps]
     if as_json:
-        emit_json({"applied": applied})
+        emit_json({"applied": applied, "attempts": done.attempts})
     else:
         console().print(f"applied {len(applied)} migration(s)")
+
+
+def _print_attempt(attempt) -> None:
+    """One line per attempt, as it ends (the last failed one is the command's error)."""
+    if attempt.outcome == "ok":
+        if attempt.attempt > 1:
+            console().print(f"attempt {attempt.attempt}: applied")
+        return
+    line = f"attempt {attempt.attempt}: lock timeout on {attempt.migration} ({attempt.error})"
+    if attempt.retry_in_seconds:
+        line += f"; retrying in {attempt.retry_in_seconds:g}s"
+    console().print(line, markup=False, highlight=False)
 
 
 @app.command("rollback")

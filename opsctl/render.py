@@ -14,3 +14,17 @@ def flag_value(value: dict | None) -> str:
 
 def megabytes(n: float | None) -> str:
     return "-" if n is None else f"{n / 1e6:.1f} MB"
+
+
+def elapsed(seconds: float | None) -> str:
+    """A running time as on-call reads it: 850ms, 12.3s, 4m05s, 2h03m."""
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    s = int(seconds)
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"

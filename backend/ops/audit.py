@@ -70,7 +70,12 @@ def record(
 
 
 def record_file(
-    action: str, *, target: str = "", actor: str | None = None, details: dict | None = None
+    action: str,
+    *,
+    target: str = "",
+    actor: str | None = None,
+    reason: str = "",
+    details: dict | None = None,
 ) -> str:
     """The same event as a JSON line in ``var/audit.jsonl``, for a database that has no audit
     table; returns the file's path."""
@@ -81,6 +86,8 @@ def record_file(
     path.parent.mkdir(parents=True, exist_ok=True)
     event = {"at": dt.datetime.now(dt.UTC).isoformat(), "actor": actor, "action": action,
              "target": target, "host": socket.gethostname(), "details": details or {}}  # fmt: skip
+    if reason:
+        event["reason"] = reason
     with open(path, "a") as fh:
         fh.write(json.dumps(event, default=str) + "\n")
     return str(path)

@@ -123,49 +123,130 @@ def table_health(database_url: str, sort: str = "size") -> DatabaseHealth:
     return health
 
 
-def index_issues(database_url: str) -> list[IndexIssue]:
+@dataclass
+class IndexInfo:
+    """One index as the checks compare it. ``signature`` holds everything that makes two
+    indexes interchangeable: table, method, key columns, operator classes, collations,
+    orderings, expressions and predicate (PostgreSQL: ``pg_index`` and ``pg_am``; SQLite:
+    ``PRAGMA index_xinfo`` and the partial/expression text)."""
+
+    table: str
+    index: str
+    valid: bool
+    unique: bool
+    scans: int | None
+    bytes: int
+    cols: list[str]
+    signature: tuple
+    keep_rank: tuple = ()  # higher is better to keep: primary, constraint, unique, valid
+    plain: bool = True  # no expressions, no predicate, btree: prefix comparisons hold
+
+
+_PG_INDEXES = """
+SELECT t.relname, i.relname, x.indisvalid, x.indisunique OR x.indisprimary,
+       coalesce(s.idx_scan, 0), pg_relation_size(i.oid), array_to_string(x.indkey, ' '),
+       n.nspname, am.amname, x.indclass::text, x.indcollation::text, x.indoption::text,
+       coalesce(pg_get_expr(x.indexprs, x.indrelid), ''),
+       coalesce(pg_get_expr(x.indpred, x.indrelid), ''), x.indisprimary,
+       EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid
+                                              AND c.conrelid = x.indrelid)
+FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
+JOIN pg_class t ON t.oid = x.indrelid
+JOIN pg_namespace n ON n.oid = t.relnamespace
+JOIN pg_am am ON am.oid = i.relam
+LEFT JOIN pg_stat_user_indexes s ON s.indexrelid = x.indexrelid
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast'
+"""
+
+
+def indexes(conn) -> list[IndexInfo]:
+    """Every user index on the connection's database, comparable by ``signature``."""
+    import re
+
     from sqlalchemy import text
 
+    out = []
+    if conn.dialect.name == "postgresql":
+        for (t, i, valid, uniq, scans, size, keys, nsp, am, opclass, coll, opt, exprs, pred,
+             primary, constraint) in conn.execute(text(_PG_INDEXES)):  # fmt: skip
+            name = t if nsp == "public" else f"{nsp}.{t}"
+            out.append(IndexInfo(
+                name, i, valid, uniq, scans, size, keys.split(),
+                (nsp, t, am, keys, opclass, coll, opt, exprs, pred),
+                (primary, constraint, uniq, valid), not exprs and not pred and am == "btree",
+            ))  # fmt: skip
+        return out
+    tables = conn.execute(text("SELECT name FROM sqlite_master WHERE type='table'")).all()
+    for (t,) in tables:
+        q = t.replace('"', '""')
+        for row in conn.execute(text(f'PRAGMA index_list("{q}")')).all():
+            name, uniq, origin, partial = row[1], bool(row[2]), row[3], bool(row[4])
+            qi = name.replace('"', '""')
+            keys = [r for r in conn.execute(text(f'PRAGMA index_xinfo("{qi}")')) if r[5]]
+            cols = [r[2] for r in keys]
+            exprs = any(r[1] == -2 for r in keys)
+            tail = ""
+            if exprs or partial:  # the indexed expressions and WHERE are only in its SQL
+                sql = conn.execute(text("SELECT sql FROM sqlite_master WHERE type='index' "
+                                        "AND name = :n"), {"n": name}).scalar() or ""  # fmt: skip
+                m = re.search(r"\bON\b(.*)$", sql, re.S | re.I)
+                tail = re.sub(r"\s+", "", m.group(1)) if m else sql
+                if not any(q in tail for q in "'\"`["):  # no literal or quoted name: any case
+                    tail = tail.lower()
+            sig = (t, tuple((r[1], r[2], r[3], r[4]) for r in keys), tail)
+            out.append(IndexInfo(t, name, True, uniq, None, 0, cols, sig,
+                                 (origin == "pk", origin != "c", uniq, True),
+                                 not exprs and not partial))  # fmt: skip
+    return out
+
+
+def exact_duplicates(infos: list[IndexInfo]) -> list[tuple[IndexInfo, IndexInfo]]:
+    """(redundant, kept) for every index identical to another on the same table; the one
+    kept backs the primary key or a constraint, or is unique, or comes first by name."""
+    groups: dict[tuple, list[IndexInfo]] = {}
+    for info in infos:
+        groups.setdefault(info.signature, []).append(info)
+    pairs = []
+    for same in groups.values():
+        if len(same) < 2:
+            continue
+        same.sort(key=lambda x: (tuple(not v for v in x.keep_rank), x.index))
+        pairs += [(other, same[0]) for other in same[1:]]
+    return pairs
+
+
+def index_issues(database_url: str) -> list[IndexIssue]:
     engine = make_engine(database_url)
-    issues = []
     try:
         with connect(engine) as conn:
-            if conn.dialect.name == "postgresql":
-                rows = conn.execute(
-                    text("""
-                    SELECT t.relname, i.relname, x.indisvalid, x.indisunique OR x.indisprimary,
-                           coalesce(s.idx_scan, 0), pg_relation_size(i.oid),
-                           array_to_string(x.indkey, ' ')
-                    FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
-                    JOIN pg_class t ON t.oid = x.indrelid
-                    JOIN pg_namespace n ON n.oid = t.relnamespace
-                    LEFT JOIN pg_stat_user_indexes s ON s.indexrelid = x.indexrelid
-                    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')""")
-                ).all()
-                indexes = [(t, i, valid, uniq, scans, size, keys.split())
-                           for t, i, valid, uniq, scans, size, keys in rows]  # fmt: skip
-            else:
-                indexes = []
-                for (t,) in conn.execute(text("SELECT name FROM sqlite_master WHERE type='table'")):
-                    for row in conn.execute(text(f'PRAGMA index_list("{t}")')):
-                        cols = [r[2] for r in conn.execute(text(f'PRAGMA index_info("{row[1]}")'))]
-                        indexes.append((t, row[1], True, bool(row[2]), None, 0, cols))
+            infos = indexes(conn)
     finally:
         engine.dispose()
-    for t, i, valid, uniq, scans, size, cols in indexes:
-        if not valid:
+    issues = []
+    redundant = {id(r): k for r, k in exact_duplicates(infos)}
+    for x in infos:
+        if not x.valid:
             issues.append(IndexIssue(
-                t, i, "invalid", size,
+                x.table, x.index, "invalid", x.bytes,
                 "a failed CREATE INDEX CONCURRENTLY left it: drop it concurrently and rebuild",
             ))  # fmt: skip
-        if scans == 0 and not uniq:
-            issues.append(IndexIssue(t, i, "unused", size, "never used since statistics reset: "
-                                     "a candidate to drop (check replicas first)"))  # fmt: skip
-        for t2, i2, _v, _u, _s, _z, cols2 in indexes:
-            if t2 == t and i2 != i and len(cols) < len(cols2) and cols2[: len(cols)] == cols:
-                if not uniq:
-                    issues.append(IndexIssue(t, i, "duplicate", size,
-                                             f"its columns are a prefix of {i2}"))  # fmt: skip
+        if x.scans == 0 and not x.unique:
+            issues.append(IndexIssue(x.table, x.index, "unused", x.bytes, "never used since "
+                                     "statistics reset: a candidate to drop (check replicas "
+                                     "first)"))  # fmt: skip
+        if id(x) in redundant:
+            issues.append(IndexIssue(
+                x.table, x.index, "duplicate", x.bytes,
+                f"identical to {redundant[id(x)].index} (same columns, method, operator "
+                "classes, expressions and predicate): drop one",
+            ))  # fmt: skip
+            continue
+        for y in infos:
+            if (y.table == x.table and y.index != x.index and x.plain and y.plain
+                    and len(x.cols) < len(y.cols) and y.cols[: len(x.cols)] == x.cols):  # fmt: skip
+                if not x.unique:
+                    issues.append(IndexIssue(x.table, x.index, "duplicate", x.bytes,
+                                             f"its columns are a prefix of {y.index}"))  # fmt: skip
                 break
     return issues
 
@@ -215,4 +296,7 @@ def _audit(database_url: str, has_audit_table: bool, result: VacuumResult, actor
     return audit.record_file("vacuum", target=result.table, actor=actor, details=details)
 
 
-__all__ = ["IndexIssue", "TableHealth", "VacuumResult", "index_issues", "table_health", "vacuum"]
+__all__ = [
+    "IndexInfo", "IndexIssue", "TableHealth", "VacuumResult", "exact_duplicates", "index_issues",
+    "indexes", "table_health", "vacuum",
+]  # fmt: skip

@@ -34,6 +34,11 @@ COMMANDS: list[tuple[list[str], int]] = [
     (["explain", "SELECT 1"], 1),
     (["db", "tables"], 1),
     (["db", "indexes"], 1),
+    (["db", "activity"], 1),
+    (["db", "cancel", "4242", "--reason", "drill", "--yes"], 1),
+    (["db", "terminate", "4242", "--reason", "drill", "--yes"], 1),
+    (["db", "check"], 3),
+    (["db", "check", "--check"], 3),
     (["vacuum", "--yes"], 1),
     (["loadtest", "http://127.0.0.1:9", "-n", "2", "-d", "5s"], 3),
 ]

@@ -26,7 +26,15 @@ def command(
         help="Explain this fingerprint's example statement from the query statistics.",
     ),
     top: int = typer.Option(None, "--top", min=1, help="Explain the N costliest fingerprints."),
-    since: str = typer.Option("1h", "--since", help="Window for --fingerprint / --top (1h, 30m)."),
+    since: str = typer.Option(
+        "1h", "--since", help="Window for --fingerprint / --top with --source files (1h, 30m)."
+    ),
+    source: str = typer.Option(
+        "files",
+        "--source",
+        help="Where --fingerprint / --top find statements: files (telemetry spans) or pg "
+        "(pg_stat_statements of --database-url, costliest by total time since its reset).",
+    ),
     timeout: str = typer.Option(
         "10s", "--timeout", help="Statement timeout: a duration of at least 1ms (500ms, 10s, 1m)."
     ),
@@ -38,67 +46,148 @@ def command(
     timeout. The advisor flags seq scans of large tables (with a CREATE INDEX CONCURRENTLY
     suggestion), misestimates, spills, lossy bitmaps, heap fetches and dominant nodes.
 
+    Index suggestions are proven on PostgreSQL with HypoPG (hypothetical indexes, planned
+    without ANALYZE in a read-only, rolled-back transaction): suggested only when the plan's
+    estimated cost drops by at least half, with the cost before and after; otherwise
+    "no index suggested" with the numbers. Without HypoPG (SQLite, or the extension missing)
+    the suggestion is marked unverified, saying why.
+
     Statements from the query statistics carry placeholders: give --params, or without them
     PostgreSQL plans them with NULLs (a generic shape, good for spotting scans).
     JSON keys: vendor, sql, analyzed, plan (as the database returned it: PostgreSQL's is
-    accepted by plan visualisers), findings[{severity, node_id, node, problem, evidence, action}].
+    accepted by plan visualisers), findings[{severity, node_id, node, problem, evidence, action,
+    index}]; index is null or {relation, columns, statement, status (verified, rejected,
+    unverified), reason, cost_before, cost_after, cost_drop (0.75 = 75% cheaper), used}.
+    With --top: {statements[{fingerprint, sql, error, and the keys above}], indexes[{relation,
+    columns, statement, status, helps[fingerprints], statements[{fingerprint, status,
+    cost_before, cost_after, cost_drop}]}]}: suggestions on the same table and columns merged.
 
     Exit 0 explained, 1 failed (bad input, database unavailable), 2 refused (not allowed
-    to run, or the database refused the statement / timed out).
+    to run, or the database refused the statement / timed out; with --top: every statement).
     """
     from opsctl.db.explain import explain
+    from opsctl.db.sqlsafety import Refused
 
     if fmt not in {"text", "json"}:
         raise CommandError("--format must be text or json")
+    if source not in {"files", "pg"}:
+        raise CommandError("--source must be files or pg")
     timeout_s = options.duration(timeout, "--timeout").total_seconds()
     as_json = as_json or fmt == "json"
     try:
         bound = json.loads(params) if params else None
     except ValueError as exc:
         raise CommandError(f"--params is not valid JSON: {exc}") from None
-    statements = _statements(sql, fingerprint, top, since, telemetry_dir)
     url = options.database_url(database_url)
-    results = [
-        explain(url, stmt, bound if bound is not None else stmt_params, analyze, buffers,
-                timeout_s)
-        for stmt, stmt_params in statements
-    ]  # fmt: skip
-    if as_json:
-        payload = [
-            {"vendor": r.vendor, "sql": r.sql, "analyzed": r.analyzed, "plan": r.raw_plan,
-             "findings": r.findings} for r in results
-        ]  # fmt: skip
-        emit_json(payload[0] if len(payload) == 1 and not top else payload)
+    statements = _statements(sql, fingerprint, top, since, telemetry_dir, source, url)
+    if top is None:
+        (fp, stmt, stmt_params), *_ = statements
+        r = explain(url, stmt, bound if bound is not None else stmt_params, analyze, buffers,
+                    timeout_s)  # fmt: skip
+        if as_json:
+            emit_json(_payload(r))
+            return
+        from opsctl.render_plan import render
+
+        console().print(render(r))
         return
+    results: list[tuple[str, str, object]] = []
+    for fp, stmt, stmt_params in statements:
+        try:
+            results.append((fp, stmt, explain(url, stmt, stmt_params, analyze, buffers,
+                                              timeout_s)))  # fmt: skip
+        except Refused as exc:  # one statement that cannot be explained does not stop the rest
+            results.append((fp, stmt, exc))
+    _show_top(results, as_json)
+    if all(isinstance(r, Refused) for _, _, r in results):
+        raise typer.Exit(2)
+
+
+def _payload(r) -> dict:
+    return {"vendor": r.vendor, "sql": r.sql, "analyzed": r.analyzed, "plan": r.raw_plan,
+            "findings": r.findings}  # fmt: skip
+
+
+def _show_top(results, as_json: bool) -> None:
+    from opsctl.db.plan_advice import merge_index_advice
+    from opsctl.db.sqlsafety import Refused
+
+    merged = merge_index_advice(
+        [(fp, r.findings) for fp, _, r in results if not isinstance(r, Refused)]
+    )
+    if as_json:
+        emit_json({
+            "statements": [
+                {"fingerprint": fp, "sql": stmt, "error": str(r)} if isinstance(r, Refused)
+                else {"fingerprint": fp, **_payload(r), "error": None}
+                for fp, stmt, r in results
+            ],
+            "indexes": merged,
+        })  # fmt: skip
+        return
+    from opsctl.output import print_table
     from opsctl.render_plan import render
 
     out = console()
-    for r in results:
-        if len(results) > 1:
-            out.rule(" ".join(r.sql.split())[:70], style="dim")
-        out.print(render(r))
+    for fp, stmt, r in results:
+        out.rule(f"{fp}  {' '.join(stmt.split())[:60]}", style="dim")
+        if isinstance(r, Refused):
+            out.print(f"not explained: {r}", markup=False)
+        else:
+            out.print(render(r))
+    if not merged:
+        out.print(f"no index suggestions across {len(results)} statement(s)", markup=False)
+        return
+
+    def costs(m) -> str:
+        return "; ".join(
+            f"{s.fingerprint} {s.cost_before:.1f}->{s.cost_after:.1f}"
+            if s.cost_before is not None else f"{s.fingerprint} -" for s in m.statements
+        )  # fmt: skip
+
+    print_table(
+        f"index suggestions across {len(results)} statements",
+        ("status", "index", "helps", "cost before->after per statement"),
+        [(m.status, m.statement, ", ".join(m.helps) or "-", costs(m)) for m in merged],
+        overflow="fold",
+        styles=[{"verified": "green", "rejected": "dim"}.get(m.status) for m in merged],
+    )
 
 
-def _statements(sql, fingerprint, top, since, telemetry_dir) -> list[tuple[str, list | None]]:
+def _statements(sql, fingerprint, top, since, telemetry_dir, source, url):
+    """(fingerprint, statement, parameters) to explain."""
     chosen = sum(x is not None for x in (sql, fingerprint, top))
     if chosen != 1:
         raise CommandError("give a statement, or --fingerprint FP, or --top N (exactly one)")
     if sql is not None:
-        return [(sql, None)]
-    from opsctl import telemetry
+        return [("-", sql, None)]
+    if source == "pg":
+        from opsctl.db.statements import explainable_statements
 
-    window = options.since(since)
-    d = options.telemetry_dir(telemetry_dir)
-    stats = telemetry.query_stats(d, window, "total", 1000)
+        stats = explainable_statements(url)
+        where = "pg_stat_statements"
+    else:
+        from opsctl import telemetry
+
+        d = options.telemetry_dir(telemetry_dir)
+        stats = telemetry.query_stats(d, options.since(since), "total", 1000)
+        where = f"{d} since {since}"
     if fingerprint:
         stats = [q for q in stats if q.fingerprint.startswith(fingerprint)]
         if not stats:
-            raise CommandError(f"no fingerprint {fingerprint} in {d} since {since}")
+            raise CommandError(f"no fingerprint {fingerprint} in {where}")
         stats = stats[:1]
     else:
         stats = [q for q in stats if q.example.lstrip().upper().startswith(("SELECT", "WITH"))]
         stats = stats[:top]
         if not stats:
+            if source == "pg":
+                raise CommandError("no SELECT in pg_stat_statements for this database", 3)
+            from opsctl import telemetry
+
             raise CommandError(telemetry.empty_hint(d, since))
     # The recorded text has placeholders and no values (never recorded): plan it with NULLs.
-    return [(q.example, [None] * q.example.count("%s")) for q in stats]
+    from opsctl.db.sqlsafety import number_placeholders
+
+    return [(q.fingerprint, q.example, [None] * number_placeholders(q.example)[1])
+            for q in stats]  # fmt: skip

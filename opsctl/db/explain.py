@@ -31,6 +31,8 @@ from opsctl.errors import DatabaseUnavailable  # noqa: F401  (re-exported: calle
 # run with the connecting user's (often superuser) rights.
 ANALYZE_ROLE = "opsctl_explain"
 
+_INERROR = 3  # psycopg.pq.TransactionStatus.INERROR, without importing psycopg at load time
+
 
 @dataclass
 class ExplainResult:
@@ -126,6 +128,13 @@ def explain(
             relations = {n.relation for n in result.root.walk() if n.relation}
             tables = (_pg_tables if vendor == "postgresql" else _sqlite_tables)(conn, relations)
             result.findings = advise(result.root, tables, vendor, statement)
+            if vendor == "postgresql" and any(f.index for f in result.findings):
+                from opsctl.db.hypothetical import verify_findings
+
+                conn.rollback()
+                result.findings = verify_findings(
+                    raw_conn, statement, params, result.findings, timeout_s
+                )
             return result
         finally:
             conn.rollback()
@@ -179,28 +188,13 @@ def _explain_pg(raw, sql, params, analyze, buffers, timeout_s, calls=None) -> Ex
     if buffers:
         options.append("BUFFERS")
     opts = ", ".join(options)
-    values = list(params.values()) if isinstance(params, dict) else list(params or [])
-    numbered, n = number_placeholders(sql)
     with raw.cursor() as cur:
         try:
             cur.execute("SET TRANSACTION READ ONLY")
             cur.execute(f"SET LOCAL statement_timeout = {max(1, round(timeout_s * 1000))}")
             if analyze:
                 _guard_analyze(cur, calls or analyzable_calls(sql))
-            # prepare=True: the extended protocol, where the server refuses a second statement
-            # whatever the text looks like (sqlparse and PostgreSQL can disagree on where a
-            # string ends, e.g. 'a\'; COMMIT; DELETE ...'), so nothing can run after COMMIT.
-            if n and not analyze and all(v is None for v in values):
-                # Values unknown (the telemetry never records them): PostgreSQL's generic plan,
-                # which does not depend on the NULL arguments. Binding NULLs into a custom plan
-                # would show "WHERE a = NULL" folded to nothing. (PG 16: EXPLAIN (GENERIC_PLAN).)
-                cur.execute(f"PREPARE opsctl_explain AS {numbered}", prepare=True)
-                cur.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-                nulls = ", ".join(["NULL"] * n)
-                cur.execute(f"EXPLAIN ({opts}) EXECUTE opsctl_explain({nulls})", prepare=True)
-            else:
-                cur.execute(f"EXPLAIN ({opts}) {sql}", params or None, prepare=True)
-            plan = cur.fetchone()[0]
+            plan = pg_plan(cur, sql, params, opts, analyze)
         except psycopg.errors.QueryCanceled:
             raise Refused(
                 f"EXPLAIN took longer than the {timeout_s:g}s statement timeout"
@@ -211,9 +205,36 @@ def _explain_pg(raw, sql, params, analyze, buffers, timeout_s, calls=None) -> Ex
             ) from None
         finally:
             raw.rollback()
-    if isinstance(plan, str):
-        plan = json.loads(plan)
     return ExplainResult("postgresql", sql, analyze, plan, from_postgres(plan))
+
+
+def pg_plan(cur, sql, params, opts="FORMAT JSON", analyze=False, name="opsctl_explain"):
+    """EXPLAIN (``opts``) ``sql`` on ``cur`` (inside the caller's guarded transaction): the
+    plan as PostgreSQL's JSON. Statements with placeholders and no values get the generic
+    plan through a statement prepared as ``name``, deallocated after."""
+    values = list(params.values()) if isinstance(params, dict) else list(params or [])
+    numbered, n = number_placeholders(sql)
+    # prepare=True: the extended protocol, where the server refuses a second statement
+    # whatever the text looks like (sqlparse and PostgreSQL can disagree on where a
+    # string ends, e.g. 'a\'; COMMIT; DELETE ...'), so nothing can run after COMMIT.
+    if n and not analyze and all(v is None for v in values):
+        # Values unknown (the telemetry never records them): PostgreSQL's generic plan,
+        # which does not depend on the NULL arguments. Binding NULLs into a custom plan
+        # would show "WHERE a = NULL" folded to nothing. (PG 16: EXPLAIN (GENERIC_PLAN).)
+        cur.execute(f"PREPARE {name} AS {numbered}", prepare=True)
+        try:
+            cur.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+            nulls = ", ".join(["NULL"] * n)
+            cur.execute(f"EXPLAIN ({opts}) EXECUTE {name}({nulls})", prepare=True)
+            plan = cur.fetchone()[0]
+        finally:
+            # A prepared statement outlives the transaction; the name is free for the next.
+            if cur.connection.info.transaction_status != _INERROR:
+                cur.execute(f"DEALLOCATE {name}")
+    else:
+        cur.execute(f"EXPLAIN ({opts}) {sql}", params or None, prepare=True)
+        plan = cur.fetchone()[0]
+    return json.loads(plan) if isinstance(plan, str) else plan
 
 
 def _explain_sqlite(raw, sql, params, timeout_s) -> ExplainResult:

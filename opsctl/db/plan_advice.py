@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from opsctl.db.plan_model import PlanNode
 
@@ -22,6 +22,27 @@ class TableInfo:
     indexes: dict[str, list[str]] = field(default_factory=dict)  # name -> columns in order
 
 
+# dexter's rule: an index is worth suggesting only when it at least halves the plan's cost.
+MIN_COST_DROP = 0.5
+
+
+@dataclass
+class IndexAdvice:
+    """An index the advisor suggests, and whether a hypothetical copy of it (HypoPG) proved
+    it: ``verified`` (the estimated cost dropped by at least ``MIN_COST_DROP``), ``rejected``
+    (it did not: not suggested), ``unverified`` (could not be tested; ``reason`` says why)."""
+
+    relation: str
+    columns: list[str]
+    statement: str
+    status: str = "unverified"
+    reason: str = ""
+    cost_before: float | None = None
+    cost_after: float | None = None
+    cost_drop: float | None = None  # fraction: 0.75 = the plan costs 75% less with the index
+    used: bool | None = None  # the plan with the hypothetical index uses it
+
+
 @dataclass
 class Finding:
     severity: str  # info | warning | critical
@@ -30,6 +51,7 @@ class Finding:
     problem: str
     evidence: str
     action: str
+    index: IndexAdvice | None = None
 
 
 # A column on the left of a comparison, allowing PostgreSQL's parentheses and casts:
@@ -63,10 +85,99 @@ def _covered(table: TableInfo, columns: list[str]) -> str | None:
     return None
 
 
-def index_suggestion(relation: str, columns: list[str], table: TableInfo) -> str:
+def index_advice(
+    relation: str, columns: list[str], table: TableInfo, concurrently: bool = True
+) -> IndexAdvice:
     ordered = sorted(columns, key=lambda c: -_distinct(table, c))  # most selective first
     name = f"{relation}_{'_'.join(ordered)}_idx"[:63]
-    return f"CREATE INDEX CONCURRENTLY {name} ON {relation} ({', '.join(ordered)});"
+    how = "CREATE INDEX CONCURRENTLY" if concurrently else "CREATE INDEX"
+    return IndexAdvice(relation, ordered, f"{how} {name} ON {relation} ({', '.join(ordered)});")
+
+
+def judge_index(advice: IndexAdvice, before: float, after: float, used: bool) -> IndexAdvice:
+    """The verdict on a hypothetical index from the plan's estimated total cost without and
+    with it: verified when the cost drops by at least ``MIN_COST_DROP``, else rejected."""
+    drop = (before - after) / before if before > 0 else 0.0
+    ok = drop >= MIN_COST_DROP
+    why = (
+        f"HypoPG: estimated cost {before:.1f} -> {after:.1f} ({-drop:+.0%})"
+        + ("" if used else "; the planner does not use the index")
+        + ("" if ok else f"; an index must cut it by at least {MIN_COST_DROP:.0%}")
+    )
+    return replace(advice, status="verified" if ok else "rejected", reason=why,
+                   cost_before=round(before, 2), cost_after=round(after, 2),
+                   cost_drop=round(drop, 4), used=used)  # fmt: skip
+
+
+def unverified(advice: IndexAdvice, reason: str) -> IndexAdvice:
+    return replace(advice, status="unverified", reason=reason)
+
+
+def with_verdict(finding: Finding, advice: IndexAdvice) -> Finding:
+    """The finding as the operator sees it once its index was tested: a rejected index is not
+    suggested (the action says so, with the numbers); an unverified one says it is unproven."""
+    if advice.status == "rejected":
+        action = (
+            f"no index suggested: {advice.statement.rstrip(';')} would not pay for itself "
+            f"({advice.reason}); look at the query itself (fewer rows, another filter)"
+        )
+        return replace(finding, severity="info", action=action, index=advice)
+    if advice.status == "unverified":
+        return replace(finding, action=f"{advice.statement} (unverified: {advice.reason})",
+                       index=advice)  # fmt: skip
+    return replace(finding, action=f"{advice.statement} ({advice.reason})", index=advice)
+
+
+@dataclass
+class StatementCost:
+    """One statement an index was tested for, and what it did there."""
+
+    fingerprint: str
+    status: str
+    cost_before: float | None
+    cost_after: float | None
+    cost_drop: float | None
+
+
+@dataclass
+class MergedIndex:
+    """One index suggestion across several statements (same table and columns): the
+    fingerprints it serves (``helps``: verified there, or unverified when nothing could be
+    tested) and every statement it was tested for."""
+
+    relation: str
+    columns: list[str]
+    statement: str
+    status: str
+    helps: list[str]
+    statements: list[StatementCost]
+
+
+def merge_index_advice(per_statement: list[tuple[str, list[Finding]]]) -> list[MergedIndex]:
+    """Merge the index advice of several statements (fingerprint, findings): the same table
+    and columns (in any order) is one index. Verified suggestions first, the ones serving the
+    most statements first."""
+    merged: dict[tuple[str, frozenset[str]], MergedIndex] = {}
+    for fp, findings in per_statement:
+        for f in findings:
+            a = f.index
+            if a is None:
+                continue
+            key = (a.relation, frozenset(a.columns))
+            m = merged.setdefault(key, MergedIndex(a.relation, a.columns, a.statement, "", [],
+                                                   []))  # fmt: skip
+            if any(s.fingerprint == fp for s in m.statements):
+                continue
+            m.statements.append(StatementCost(fp, a.status, a.cost_before, a.cost_after,
+                                              a.cost_drop))  # fmt: skip
+    for m in merged.values():
+        states = {s.status for s in m.statements}
+        m.status = next(s for s in ("verified", "unverified", "rejected") if s in states)
+        m.helps = [s.fingerprint for s in m.statements if s.status == m.status]
+        if m.status == "rejected":
+            m.helps = []
+    order = {"verified": 0, "unverified": 1, "rejected": 2}
+    return sorted(merged.values(), key=lambda m: (order[m.status], -len(m.helps), m.statement))
 
 
 def _misestimate(node: PlanNode) -> Finding | None:
@@ -155,11 +266,11 @@ def _seq_scan(node: PlanNode, table: TableInfo) -> list[Finding]:
     covering = _covered(table, columns)
     if covering:
         return []  # an index exists; the planner prefers the scan for its own reasons
+    advice = index_advice(node.relation, columns, table)
     return [Finding(
         "critical" if kept < 0.01 else "warning", node.id, node.label,
         f"sequential scan of a large table ({table.rows:.0f} rows) throws most rows away",
-        f"{evidence}; filter: {node.filter}",
-        index_suggestion(node.relation, columns, table),
+        f"{evidence}; filter: {node.filter}", advice.statement, advice,
     )]  # fmt: skip
 
 
@@ -172,14 +283,18 @@ def _sqlite_scan(node: PlanNode, table: TableInfo, sql: str) -> list[Finding]:
         return []
     where = _WHERE.search(sql or "")
     columns = filter_columns(where.group(1), table) if where else []
-    action = (
-        index_suggestion(node.relation, columns, table).replace(" CONCURRENTLY", "")
-        if columns and not _covered(table, columns)
-        else "filter on an indexed column, or add an index for this query's WHERE clause"
-    )
+    advice = None
+    if columns and not _covered(table, columns):
+        advice = unverified(
+            index_advice(node.relation, columns, table, concurrently=False),
+            "SQLite cannot test an index hypothetically (HypoPG is a PostgreSQL extension)",
+        )
+        action = f"{advice.statement} (unverified: {advice.reason})"
+    else:
+        action = "filter on an indexed column, or add an index for this query's WHERE clause"
     return [Finding(
         "warning", node.id, node.label, f"full scan of a large table ({table.rows:.0f} rows)",
-        node.detail, action,
+        node.detail, action, advice,
     )]  # fmt: skip
 
 

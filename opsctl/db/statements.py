@@ -24,8 +24,6 @@ def top_statements(database_url: str, by: str = "total", limit: int = 20) -> lis
     from sqlalchemy import text
     from sqlalchemy.exc import SQLAlchemyError
 
-    from backend.ops.fingerprint import fingerprint
-
     if vendor_of(database_url) != "postgresql":
         raise InvalidInput("--source pg needs a PostgreSQL --database-url")
     order = {"total": "total_exec_time", "mean": "mean_exec_time", "calls": "calls",
@@ -53,6 +51,23 @@ def top_statements(database_url: str, by: str = "total", limit: int = 20) -> lis
         raise unavailable(engine, exc) from None
     finally:
         engine.dispose()
+    return _query_stats(rows)
+
+
+# The statements opsctl itself sends to read the statistics and plan: never worth explaining.
+_OWN = ("pg_stat_statements", "hypopg", "pg_catalog.", "pg_class", "pg_attribute", "pg_index")
+
+
+def explainable_statements(database_url: str, limit: int = 1000) -> list[QueryStats]:
+    """The costliest statements (total time since the statistics' reset) that ``opsctl
+    explain --top --source pg`` may plan: the application's, not the tool's own reads."""
+    rows = top_statements(database_url, "total", limit)
+    return [q for q in rows if not any(own in q.example for own in _OWN)]
+
+
+def _query_stats(rows) -> list[QueryStats]:
+    from backend.ops.fingerprint import fingerprint
+
     return [
         QueryStats(
             fingerprint(q)[0],

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from opsctl.db.plan_advice import ColumnStats, TableInfo, advise
+from opsctl.db.plan_advice import (
+    ColumnStats,
+    TableInfo,
+    advise,
+    judge_index,
+    merge_index_advice,
+    unverified,
+    with_verdict,
+)
 from opsctl.db.plan_model import from_postgres, from_sqlite
 
 
@@ -98,5 +106,52 @@ def test_sqlite_plan_tree_and_findings():
         "full scan of a large table",
         "sorting in a temporary B-tree",
     ]
-    assert found[0].action == "CREATE INDEX t_status_idx ON t (status);"
+    assert found[0].action.startswith("CREATE INDEX t_status_idx ON t (status); (unverified: ")
+    assert found[0].index.status == "unverified" and "SQLite" in found[0].index.reason
     assert "(exam_id)" in found[1].action
+
+
+def _seq_finding(columns_filter="(exam_id = 7)"):
+    (f,) = advise(from_postgres(seq(columns_filter)), {"t": BIG}, "postgresql")
+    return f
+
+
+def test_hypothetical_index_is_suggested_only_when_it_halves_the_cost():
+    f = _seq_finding()
+    assert f.index.relation == "t" and f.index.columns == ["exam_id"]
+    good = with_verdict(f, judge_index(f.index, 900.0, 35.0, used=True))
+    assert good.index.status == "verified" and good.index.cost_drop == round(865 / 900, 4)
+    assert good.action.startswith("CREATE INDEX CONCURRENTLY t_exam_id_idx ON t (exam_id);")
+    assert "900.0 -> 35.0 (-96%)" in good.action and good.severity == "critical"
+    exactly_half = judge_index(f.index, 900.0, 450.0, used=True)
+    assert exactly_half.status == "verified"
+    poor = with_verdict(f, judge_index(f.index, 900.0, 600.0, used=True))
+    assert poor.index.status == "rejected" and poor.severity == "info"
+    assert poor.action.startswith("no index suggested: CREATE INDEX CONCURRENTLY t_exam_id_idx")
+    assert "900.0 -> 600.0 (-33%)" in poor.action and "at least 50%" in poor.action
+    unused = judge_index(f.index, 900.0, 900.0, used=False)
+    assert unused.status == "rejected" and "does not use the index" in unused.reason
+    missing = with_verdict(f, unverified(f.index, "HypoPG is not created in this database"))
+    assert missing.index.status == "unverified" and missing.severity == "critical"
+    assert missing.action.endswith("(unverified: HypoPG is not created in this database)")
+
+
+def test_merged_index_advice_lists_the_statements_it_serves():
+    f = _seq_finding()
+    both = _seq_finding("((status)::text = 'x'::text) AND (exam_id = 7)")
+    per_statement = [
+        ("fp_a", [with_verdict(f, judge_index(f.index, 900.0, 30.0, True))]),
+        ("fp_b", [with_verdict(f, judge_index(f.index, 500.0, 400.0, True))]),
+        ("fp_c", [with_verdict(f, judge_index(f.index, 800.0, 20.0, True))]),
+        ("fp_d", [with_verdict(both, judge_index(both.index, 900.0, 800.0, True))]),
+        ("fp_e", advise(from_postgres(seq("(id = 5)")), {"t": BIG}, "postgresql")),  # t_pkey
+    ]
+    merged = merge_index_advice(per_statement)
+    assert [(m.statement, m.status, m.helps) for m in merged] == [
+        ("CREATE INDEX CONCURRENTLY t_exam_id_idx ON t (exam_id);", "verified", ["fp_a", "fp_c"]),
+        ("CREATE INDEX CONCURRENTLY t_exam_id_status_idx ON t (exam_id, status);", "rejected",
+         []),
+    ]  # fmt: skip
+    assert [(s.fingerprint, s.status, s.cost_after) for s in merged[0].statements] == [
+        ("fp_a", "verified", 30.0), ("fp_b", "rejected", 400.0), ("fp_c", "verified", 20.0)
+    ]  # fmt: skip

@@ -122,3 +122,42 @@ class FlagUsage(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["key", "result", "day"], name="flagusage_key_day")
         ]
+
+
+class StatementSnapshot(models.Model):
+    """One reading of pg_stat_statements for this database (``opsctl queries snapshot``), so
+    ``queries top --source pg --since`` can subtract and a statement has a history."""
+
+    taken_at = models.DateTimeField(default=timezone.now, db_index=True)
+    host = models.CharField(max_length=255, blank=True, default="")
+    stats_reset = models.DateTimeField(null=True, blank=True)  # pg_stat_statements_info
+    statements = models.PositiveIntegerField(default=0)
+
+
+class StatementCounters(models.Model):
+    """A statement's cumulative counters in one snapshot (summed over the users that ran
+    it); its text is kept once, in StatementText."""
+
+    # db_index=False: the unique (snapshot, queryid) index serves lookups by snapshot.
+    snapshot = models.ForeignKey(StatementSnapshot, on_delete=models.CASCADE, db_index=False)
+    queryid = models.BigIntegerField()
+    calls = models.BigIntegerField()
+    total_exec_ms = models.FloatField()
+    rows = models.BigIntegerField()
+    shared_blks_hit = models.BigIntegerField(default=0)
+    shared_blks_read = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["snapshot", "queryid"], name="stmtcounters_snap_query")
+        ]
+        indexes = [models.Index(fields=["queryid", "snapshot"], name="stmtcounters_query_idx")]
+
+
+class StatementText(models.Model):
+    """A statement's normalised text and fingerprint, stored when first seen."""
+
+    queryid = models.BigIntegerField(unique=True)
+    fingerprint = models.CharField(max_length=16, db_index=True)
+    query = models.TextField()
+    first_seen_at = models.DateTimeField(default=timezone.now)

@@ -117,6 +117,8 @@ SAVE_FASTPATH = config.env_bool("SAVE_FASTPATH", True)
 
 # Feature flags are re-read from the database at most this often per process.
 FLAGS_CACHE_SECONDS = config.env_number("FLAGS_CACHE_SECONDS", 5, float)
+# Each process adds its flag evaluation counts to the database this often (0: never).
+FLAGS_USAGE_FLUSH_SECONDS = config.env_number("FLAGS_USAGE_FLUSH_SECONDS", 30, float)
 
 # Telemetry (backend/ops/telemetry.py). OPS_TELEMETRY=0 turns the exporters off entirely;
 # the `telemetry.tracing` flag switches spans off at run time.

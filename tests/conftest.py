@@ -20,6 +20,10 @@ os.environ.setdefault("SECRET_KEY", "tests-only-secret-key-" + "x" * 40)
 # Tests read traces back, so every request is traced (the shipped default samples 10%).
 os.environ.setdefault("OPS_TRACE_SAMPLE_RATIO", "1")
 
+# No background thread writes flag evaluation counts into a test database (it would outlive
+# the test's transaction); tests that need the counts call flags.flush_usage() themselves.
+os.environ.setdefault("FLAGS_USAGE_FLUSH_SECONDS", "0")
+
 DB_FIXTURES = {"database_url", "transactional_db", "db", "django_db_setup", "live_gunicorn"}
 
 

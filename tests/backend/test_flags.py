@@ -206,3 +206,359 @@ def test_unreadable_flags_are_off_without_a_query_or_a_log_line_per_call(monkeyp
     flags._cache["until"] = 0.0  # the retry interval has passed
     assert flags.is_enabled("journal.writes")
     assert any("readable again" in r.message for r in caplog.records)
+
+
+# --- Scheduled changes ------------------------------------------------------------------------
+
+
+def _now():
+    from django.utils import timezone
+
+    return timezone.now()
+
+
+def test_a_scheduled_change_applies_once_at_its_time_through_the_audited_change():
+    import datetime as dt
+
+    from backend.ops.models import ScheduledFlagChange
+
+    now = _now()
+    change = flags.schedule(
+        "journal.writes", "off", now + dt.timedelta(hours=1), "exam start", actor="planner"
+    )
+    assert change.status == "pending" and change.value == {"enabled": False, "percent": 0}
+    assert AuditEvent.objects.filter(action="flag.schedule", actor="planner").count() == 1
+    assert [c.id for c in flags.scheduled()] == [change.id]
+
+    assert flags.apply_due(now=now).applied == []  # not due yet
+    assert value("journal.writes")["enabled"]
+
+    report = flags.apply_due(now=now + dt.timedelta(hours=1, seconds=1))
+    assert [c.id for c in report.applied] == [change.id] and not report.lock_held
+    assert value("journal.writes") == {"enabled": False, "percent": 0}
+    row = ScheduledFlagChange.objects.get(id=change.id)
+    assert row.status == "applied" and row.applied_at is not None and row.result == "on -> off"
+    (event,) = flags.history("journal.writes")
+    assert event.actor == "planner" and event.change_set == row.change_set
+    assert event.reason == f"exam start (scheduled change #{change.id})"
+
+    again = flags.apply_due(now=now + dt.timedelta(hours=2))
+    assert again.applied == [] and again.failed == []
+    assert len(flags.history("journal.writes")) == 1
+    assert flags.scheduled() == []
+    assert [c.status for c in flags.scheduled(include_done=True)] == ["applied"]
+    # A scheduled change is an ordinary change set: it rolls back like one.
+    flags.rollback(flags.rollback_plan(last=1), "undo")
+    assert value("journal.writes")["enabled"]
+
+
+def test_schedule_refuses_what_could_not_apply():
+    import datetime as dt
+
+    now = _now()
+    later = now + dt.timedelta(minutes=5)
+    with pytest.raises(flags.FlagError, match="not in the future"):
+        flags.schedule("journal.writes", "off", now - dt.timedelta(seconds=1), "x")
+    with pytest.raises(flags.FlagError, match="unknown flag"):
+        flags.schedule("no.such.flag", "off", later, "x")
+    with pytest.raises(flags.FlagError, match="reason"):
+        flags.schedule("journal.writes", "off", later, " ")
+    with pytest.raises(flags.FlagError, match="percentage"):
+        flags.schedule("journal.writes", "150", later, "x")
+    assert flags.scheduled() == []
+
+
+def test_cancel_a_scheduled_change():
+    import datetime as dt
+
+    now = _now()
+    change = flags.schedule("leaderboard.cache", "25", now + dt.timedelta(minutes=10), "ramp")
+    cancelled = flags.cancel_scheduled(change.id, "exam moved", actor="oncall")
+    assert cancelled.status == "cancelled" and cancelled.cancelled_by == "oncall"
+    assert cancelled.cancel_reason == "exam moved"
+    event = AuditEvent.objects.get(action="flag.schedule.cancel")
+    assert event.actor == "oncall" and event.details["scheduled_id"] == change.id
+    assert flags.apply_due(now=now + dt.timedelta(hours=1)).applied == []
+    assert value("leaderboard.cache")["percent"] == 100
+    with pytest.raises(flags.FlagError, match=f"#{change.id} is already cancelled"):
+        flags.cancel_scheduled(change.id, "again")
+    with pytest.raises(flags.FlagError, match="no scheduled change #999999"):
+        flags.cancel_scheduled(999999, "x")
+    with pytest.raises(flags.FlagError, match="reason"):
+        flags.cancel_scheduled(change.id, "")
+
+
+def test_a_change_that_cannot_apply_is_marked_failed_and_not_retried():
+    import datetime as dt
+
+    from backend.ops.models import ScheduledFlagChange
+
+    now = _now()
+    FeatureFlag.objects.create(key="exam.banner", enabled=False, rollout_percent=0)
+    change = flags.schedule("exam.banner", "on", now + dt.timedelta(minutes=1), "show it")
+    FeatureFlag.objects.filter(key="exam.banner").delete()  # the flag went away meanwhile
+    report = flags.apply_due(now=now + dt.timedelta(minutes=2))
+    assert report.applied == [] and [c.id for c in report.failed] == [change.id]
+    row = ScheduledFlagChange.objects.get(id=change.id)
+    assert row.status == "failed" and "unknown flag 'exam.banner'" in row.result
+    assert AuditEvent.objects.filter(action="flag.schedule.failed").count() == 1
+    assert flags.apply_due(now=now + dt.timedelta(minutes=3)).failed == []
+
+
+def test_parse_apply_at():
+    import datetime as dt
+
+    now = dt.datetime(2026, 12, 1, 8, 0, tzinfo=dt.UTC)
+    assert flags.parse_apply_at("+30m", now) == now + dt.timedelta(minutes=30)
+    assert flags.parse_apply_at("in 2h", now) == now + dt.timedelta(hours=2)
+    assert flags.parse_apply_at("2026-12-01T09:00", now) == dt.datetime(
+        2026, 12, 1, 9, 0, tzinfo=dt.UTC
+    )
+    assert flags.parse_apply_at("2026-12-01T09:00+02:00", now).astimezone(dt.UTC).hour == 7
+    with pytest.raises(flags.FlagError, match="--at: not a time"):
+        flags.parse_apply_at("tomorrow-ish", now)
+    with pytest.raises(flags.FlagError, match="--at"):
+        flags.parse_apply_at("+soon", now)
+
+
+# --- Evaluation counts and stale flags ---------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_usage():
+    """No evaluation counted by an earlier test is waiting in this process's counters."""
+    flags._usage.clear()
+    flags._usage_seen.clear()
+    yield
+    flags._usage.clear()
+    flags._usage_seen.clear()
+
+
+def test_evaluations_are_counted_in_memory_and_flushed_in_one_write_per_flag_and_result(
+    fresh_usage, django_assert_num_queries
+):
+    from backend.ops.models import FlagUsage
+
+    FeatureFlag.objects.filter(key="leaderboard.cache").update(rollout_percent=50)
+    flags.clear_cache()
+    assert flags.is_enabled("journal.writes")  # loads the cache (one query)
+    with django_assert_num_queries(0):  # no query per evaluation
+        for _ in range(99):
+            flags.is_enabled("journal.writes")
+        results = [flags.is_enabled("leaderboard.cache", student=s) for s in range(200)]
+    assert 60 < results.count(True) < 140  # about half of the students are in
+
+    assert flags.flush_usage() == 300
+    used = flags.usage(days=1)
+    assert (used["journal.writes"].on, used["journal.writes"].off) == (100, 0)
+    assert (used["leaderboard.cache"].on, used["leaderboard.cache"].off) == (
+        results.count(True), results.count(False),
+    )  # fmt: skip
+    assert used["journal.writes"].last_seen_at is not None
+    with django_assert_num_queries(0):
+        assert flags.flush_usage() == 0  # nothing counted since: nothing written
+
+    # A second flush adds to the same row (one row per flag, result and UTC day).
+    flags.is_enabled("journal.writes")
+    assert flags.flush_usage() == 1
+    assert flags.usage(days=1)["journal.writes"].on == 101
+    assert FlagUsage.objects.filter(key="journal.writes").count() == 1
+
+
+def test_a_failed_flush_keeps_its_counts_for_the_next_one(fresh_usage, monkeypatch, caplog):
+    from backend.ops.models import FlagUsage
+
+    flags.clear_cache()
+    for _ in range(3):
+        flags.is_enabled("journal.writes")
+
+    def down(*a, **k):
+        raise RuntimeError("connection refused")
+
+    monkeypatch.setattr(FlagUsage.objects, "filter", down)
+    with pytest.raises(RuntimeError):
+        flags.flush_usage()
+    assert any("kept for the next flush" in r.message for r in caplog.records)
+    monkeypatch.undo()
+    assert flags.flush_usage() == 3
+    assert flags.usage(days=1)["journal.writes"].on == 3
+
+
+def _usage_row(key, result, days_ago, count):
+    import datetime as dt
+
+    from backend.ops.models import FlagUsage
+
+    day = _now().astimezone(dt.UTC).date() - dt.timedelta(days=days_ago)
+    FlagUsage.objects.create(key=key, result=result, day=day, count=count, last_seen_at=_now())
+
+
+def test_stale_flags_are_unchanged_and_one_valued_for_the_window(fresh_usage):
+    import datetime as dt
+
+    old = _now() - dt.timedelta(days=40)
+    FeatureFlag.objects.update(updated_at=old)
+    FeatureFlag.objects.filter(key="rasch.auto").update(enabled=False, rollout_percent=0)
+    _usage_row("journal.writes", True, 35, 10)  # counting reaches back past the window
+    _usage_row("journal.writes", True, 3, 500)
+    _usage_row("leaderboard.cache", True, 2, 50)
+    _usage_row("leaderboard.cache", False, 1, 50)  # both results: in use as a switch
+    _usage_row("rasch.auto", False, 5, 7)
+    flags.set_flag("telemetry.tracing", "off", "recent change")  # changed: not stale
+
+    found = {f.key: f for f in flags.stale(days=30)}
+    assert set(found) == {"journal.writes", "rasch.auto"}
+    assert found["journal.writes"].verdict == "always on"
+    assert (found["journal.writes"].on, found["journal.writes"].off) == (500, 0)
+    assert found["journal.writes"].unchanged_since == old
+    assert found["rasch.auto"].verdict == "always off"
+    assert found["rasch.auto"].value == {"enabled": False, "percent": 0}
+
+    # A flag nobody evaluated in the window is stale too.
+    FeatureFlag.objects.create(key="exam.banner", enabled=False, rollout_percent=0,
+                               updated_at=old)  # fmt: skip
+    assert {f.key: f.verdict for f in flags.stale(days=30)}["exam.banner"] == "never evaluated"
+    # A shorter window that leaves out journal.writes' evaluations still judges it.
+    assert {f.key: f.verdict for f in flags.stale(days=2)}["journal.writes"] == "never evaluated"
+    with pytest.raises(flags.FlagError, match="--days"):
+        flags.stale(days=0)
+
+
+def test_stale_judges_nothing_before_the_counts_cover_the_window(fresh_usage):
+    import datetime as dt
+
+    FeatureFlag.objects.update(updated_at=_now() - dt.timedelta(days=40))
+    _usage_row("journal.writes", True, 3, 500)  # counting began 3 days ago
+    assert flags.stale(days=30) == []
+    assert {f.key for f in flags.stale(days=3)} >= {"journal.writes"}
+
+
+# --- Exactly once with concurrent appliers, and the CLI ----------------------------------------
+
+
+def _due_changes(n):
+    """``n`` scheduled changes due now (committed, so other connections see them)."""
+    import datetime as dt
+
+    from backend.ops.models import ScheduledFlagChange
+
+    now = _now()
+    ids = [
+        flags.schedule("leaderboard.cache", str(10 + i), now + dt.timedelta(seconds=1), f"s{i}").id
+        for i in range(n)
+    ]
+    ScheduledFlagChange.objects.filter(id__in=ids).update(apply_at=now - dt.timedelta(seconds=1))
+    return ids
+
+
+def _race(fn, n=2):
+    """``fn`` in ``n`` threads (each its own database connection), started together."""
+    import threading
+
+    from django.db import connection
+
+    barrier = threading.Barrier(n)
+    results, failures = [None] * n, []
+
+    def run(i):
+        try:
+            barrier.wait(timeout=10)
+            results[i] = fn()
+        except Exception as exc:  # reported below
+            failures.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not failures, failures
+    return results
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_two_concurrent_appliers_apply_each_change_exactly_once_without_the_lock():
+    ids = _due_changes(6)
+    reports = _race(flags.apply_due_unlocked)
+    applied = [c.id for r in reports for c in r.applied]
+    assert sorted(applied) == sorted(ids)  # each once, none twice, none lost
+    events = AuditEvent.objects.filter(action="flag.set", target="flag:leaderboard.cache")
+    assert events.count() == 6
+    assert sorted(e.reason for e in events) == sorted(
+        f"s{i} (scheduled change #{cid})" for i, cid in enumerate(ids)
+    )
+    assert value("leaderboard.cache")["percent"] == 15  # the last one, in apply_at order
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_two_hosts_running_apply_due_at_once_one_applies():
+    ids = _due_changes(3)
+    reports = _race(flags.apply_due)
+    assert sorted(c.id for r in reports for c in r.applied) == sorted(ids)
+    assert AuditEvent.objects.filter(action="flag.set").count() == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cli_schedule_list_cancel_apply_due_stale(monkeypatch, fresh_usage):
+    import datetime as dt
+
+    from django.db import connection
+
+    from backend.ops.models import ScheduledFlagChange
+    from tests.e2e.gunicorn_server import django_database_url
+
+    monkeypatch.setenv("DATABASE_URL", django_database_url())
+    connection.close()
+    run = CliRunner().invoke
+    r = run(app, ["flags", "schedule", "journal.writes", "off", "--at", "+1h"])
+    assert r.exit_code == 1 and "reason" in r.stderr and r.stderr.count("\n") == 1
+    r = run(app, ["flags", "schedule", "journal.writes", "off", "--at", "yesterday",
+                  "--reason", "x"])  # fmt: skip
+    assert r.exit_code == 1 and "--at: not a time" in r.stderr
+    r = run(app, ["flags", "schedule", "journal.writes", "off", "--at", "+1h",
+                  "--reason", "exam start", "--actor", "planner", "--json"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    first = json.loads(r.stdout)
+    assert first["status"] == "pending" and first["actor"] == "planner"
+    r = run(app, ["flags", "schedule", "leaderboard.cache", "50", "--at", "+2h",
+                  "--reason", "ramp"])  # fmt: skip
+    assert r.exit_code == 0 and "scheduled #" in r.stdout and "-> 50% at" in r.stdout
+    second = ScheduledFlagChange.objects.get(key="leaderboard.cache").id
+
+    r = run(app, ["flags", "list", "--json"])
+    listed = {f["key"]: f for f in json.loads(r.stdout)}
+    assert [s["id"] for s in listed["journal.writes"]["scheduled"]] == [first["id"]]
+    assert listed["journal.writes"]["evaluations_7d"] == {"on": 0, "off": 0}
+    r = run(app, ["flags", "list"])
+    assert "off at" in r.stdout and f"(#{first['id']})" in r.stdout
+
+    r = run(app, ["flags", "scheduled", "--json"])
+    assert [c["id"] for c in json.loads(r.stdout)] == [first["id"], second]
+    r = run(app, ["flags", "cancel-scheduled", str(second), "--reason", "not today"])
+    assert r.exit_code == 0 and f"cancelled #{second}" in r.stdout
+    r = run(app, ["flags", "cancel-scheduled", str(second), "--reason", "again"])
+    assert r.exit_code == 1 and r.stderr.strip() == (
+        f"error: scheduled change #{second} is already cancelled"
+    )
+
+    r = run(app, ["flags", "apply-due"])
+    assert r.exit_code == 0 and "no scheduled flag change is due" in r.stdout
+    ScheduledFlagChange.objects.filter(id=first["id"]).update(
+        apply_at=_now() - dt.timedelta(seconds=1)
+    )
+    r = run(app, ["flags", "apply-due", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["lock_held"] is False and [c["id"] for c in out["applied"]] == [first["id"]]
+    assert not FeatureFlag.objects.get(key="journal.writes").enabled
+    r = run(app, ["flags", "scheduled", "--all"])
+    assert "applied" in r.stdout and "cancelled by" in r.stdout
+
+    r = run(app, ["flags", "stale", "--days", "30", "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout) == []  # no counts reach back 30 days
+    r = run(app, ["flags", "stale", "--days", "0"])
+    assert r.exit_code != 0 and "Traceback" not in r.output

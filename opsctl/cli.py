@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 import sys
 import traceback
 from collections.abc import Callable
@@ -31,9 +32,15 @@ app = typer.Typer(
     "(retention run, rasch auto) 0 done or skipped, 2 failed (retention run: 1 = stopped at "
     "the time budget); checks (resources --check) 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN. "
     "A failure is always one line on stderr; --debug (or OPS_DEBUG=1) adds the traceback "
-    "of an unexpected error.",
+    "of an unexpected error.\n\n"
+    "Output: on a terminal, rich tables and progress bars for long work (demo seed, "
+    "loadtest). Piped or redirected, a table is tab-separated values with a header row and "
+    "every value in full (its title goes to stderr), and there is no progress bar; every "
+    "command also has --json. NO_COLOR=1 turns colour off.\n\n"
+    "Shell completion: opsctl --install-completion (bash, zsh or fish: the shell it is run "
+    "from); opsctl --show-completion prints the script instead.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -99,9 +106,48 @@ def _guard(callback: Callable) -> Callable:
     return guarded
 
 
+def reflow(text: str | None) -> str | None:
+    """Help text as paragraphs rich can wrap to any width.
+
+    Typer's rich help keeps a docstring's single line breaks after its first paragraph and in
+    the command list, so a docstring wrapped at 100 columns in the source prints ragged at 80
+    ("latency counts from each request's scheduled" / "time, so ..."). The lines of each
+    paragraph are joined here, once for every command; blank lines still separate paragraphs,
+    lines starting with "- " stay list items and a paragraph starting with \\b (click's
+    "keep as is" mark) is kept as it is. Anything after \\f is not help and is left alone."""
+    if not text:
+        return text
+    head, sep, tail = inspect.cleandoc(text).partition("\f")
+    paragraphs = []
+    for paragraph in head.split("\n\n"):
+        if paragraph.startswith("\b"):
+            paragraphs.append(paragraph)
+            continue
+        lines: list[str] = []
+        for line in paragraph.split("\n"):
+            line = line.strip()
+            if lines and not line.startswith("- "):
+                lines[-1] += " " + line
+            else:
+                lines.append(line)
+        paragraphs.append("\n".join(lines))
+    return "\n\n".join(paragraphs) + sep + tail
+
+
+def _reflow_params(callback: Callable) -> None:
+    for param in inspect.signature(callback).parameters.values():
+        info = param.default
+        if isinstance(info, typer.models.ParameterInfo) and info.help:
+            info.help = reflow(info.help)
+
+
 def _guard_group(group: typer.Typer) -> None:
+    group.info.help = reflow(group.info.help)
     for cmd in group.registered_commands:
         if cmd.callback is not None:
+            cmd.help = reflow(cmd.help or inspect.getdoc(cmd.callback))
+            cmd.epilog = reflow(cmd.epilog)
+            _reflow_params(cmd.callback)
             cmd.callback = _guard(cmd.callback)
     for sub in group.registered_groups:
         if sub.typer_instance is not None:
@@ -114,7 +160,8 @@ for _name, _module in COMMAND_MODULES:
         _guard_group(_mod.app)
         app.add_typer(_mod.app, name=_name)
     else:
-        app.command(name=_name, help=_mod.command.__doc__)(_guard(_mod.command))
+        _reflow_params(_mod.command)
+        app.command(name=_name, help=reflow(_mod.command.__doc__))(_guard(_mod.command))
 
 
 def main() -> None:

@@ -138,8 +138,8 @@ def interactive(as_json: bool = False) -> bool:
 def progress_bar(unit: str | None = None, *, detail: bool = False, transient: bool = True):
     """A rich progress bar on stderr (stdout stays the command's output): what, the bar, %,
     with ``unit`` done/total and the rate per second, time elapsed and time left; with
-    ``detail`` a task's ``detail`` field after it. Only call it when ``interactive()``;
-    rich leaves out colour under NO_COLOR."""
+    ``detail`` a task's ``detail`` field on a line of its own below it (room at 80 columns).
+    Only call it when ``interactive()``; rich leaves out colour under NO_COLOR."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -165,6 +165,13 @@ def progress_bar(unit: str | None = None, *, detail: bool = False, transient: bo
     if unit:
         columns += [MofNCompleteColumn(), Rate()]
     columns += [TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn()]
-    if detail:
-        columns.append(TextColumn("{task.fields[detail]}"))
-    return Progress(*columns, console=err_console(), transient=transient)
+
+    class WithDetail(Progress):
+        def get_renderables(self):
+            yield self.make_tasks_table(self.tasks)
+            for task in self.tasks:
+                if task.fields.get("detail"):
+                    yield Text("  " + task.fields["detail"], overflow="ellipsis", no_wrap=True)
+
+    cls = WithDetail if detail else Progress
+    return cls(*columns, console=err_console(), transient=transient)

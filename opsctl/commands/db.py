@@ -21,9 +21,13 @@ def tables_cmd(
     as_json: bool = typer.Option(False, "--json", help="JSON: vendor, tables[], file stats."),
     database_url: str = options.DATABASE_URL,
 ) -> None:
-    """Per table: rows, table and index size, dead rows and %, last (auto)vacuum/analyze,
+    """Table sizes, dead rows, vacuum state and wraparound headroom.
+
+    Per table: rows, table and index size, dead rows and %, last (auto)vacuum/analyze,
     whether autovacuum is due, transaction-id wraparound headroom. SQLite: page count,
-    free-list pages and the bytes a VACUUM would reclaim. Exit 0 shown, 1 failed."""
+    free-list pages and the bytes a VACUUM would reclaim.
+
+    Exit 0 shown, 1 failed."""
     if sort not in {"size", "dead", "name"}:
         raise CommandError("--sort must be size, dead or name")
     from opsctl.db.health import table_health
@@ -65,8 +69,10 @@ def indexes_cmd(
     as_json: bool = typer.Option(False, "--json", help="JSON list of issues."),
     database_url: str = options.DATABASE_URL,
 ) -> None:
-    """Unused, duplicate (identical to another, or a prefix of one) and invalid indexes, with
-    their sizes.
+    """Unused, duplicate and invalid indexes, with their sizes.
+
+    A duplicate is identical to another index, or a prefix of one.
+
     Exit 0 shown, 1 failed."""
     from opsctl.db.health import index_issues
 
@@ -96,12 +102,16 @@ def activity_cmd(
     as_json: bool = typer.Option(False, "--json", help="JSON: sessions[], blocking_tree[]."),
     database_url: str = options.DATABASE_URL,
 ) -> None:
-    """What the server runs now (as pg_activity shows it): each session's PID, state, wait
+    """What the server runs now: sessions, long statements, who blocks whom.
+
+    As pg_activity shows it: each session's PID, state, wait
     event, application, client and duration, long-running statements and sessions idle in
     a transaction flagged, and the blocking tree (who blocks whom, from pg_blocking_pids).
     Idle sessions are left out unless --all (or they block someone). SQLite: the file, its
     journal mode and whether a write lock is held now (which process holds it is not
-    visible). Exit 0 shown, 1 failed.
+    visible).
+
+    Exit 0 shown, 1 failed.
 
     JSON keys: vendor, sessions[{pid, user, database, application, client, backend_type,
     state, wait_event_type, wait_event, query, query_seconds, xact_seconds, state_seconds,
@@ -226,10 +236,13 @@ def cancel_cmd(
     as_json: bool = typer.Option(False, "--json", help="JSON: the result and the session."),
     database_url: str = options.DATABASE_URL,
 ) -> None:
-    """Cancel the statement backend PID is running (pg_cancel_backend): the statement fails
+    """Cancel the statement backend PID is running (PostgreSQL only).
+
+    pg_cancel_backend: the statement fails
     with "canceling statement due to user request", the session stays. Shows the session
     and asks first; --yes off a terminal. Recorded in the audit trail with actor and reason.
-    PostgreSQL only. Exit 0 sent, 1 failed (no such PID, not allowed), 2 refused.
+
+    Exit 0 sent, 1 failed (no such PID, not allowed), 2 refused.
 
     JSON keys: pid, action, sent, reason, actor, session{...as db activity}, audit."""
     _signal("cancel", pid, reason, yes, actor, as_json, database_url)
@@ -244,10 +257,13 @@ def terminate_cmd(
     as_json: bool = typer.Option(False, "--json", help="JSON: the result and the session."),
     database_url: str = options.DATABASE_URL,
 ) -> None:
-    """End backend PID's session (pg_terminate_backend): its open transaction is rolled
+    """End backend PID's session (PostgreSQL only).
+
+    pg_terminate_backend: its open transaction is rolled
     back and its locks released; the client sees its connection closed. Shows the session
     and asks first; --yes off a terminal. Recorded in the audit trail with actor and reason.
-    PostgreSQL only. Exit 0 sent, 1 failed (no such PID, not allowed), 2 refused.
+
+    Exit 0 sent, 1 failed (no such PID, not allowed), 2 refused.
 
     JSON keys: pid, action, sent, reason, actor, session{...as db activity}, audit."""
     _signal("terminate", pid, reason, yes, actor, as_json, database_url)
@@ -263,7 +279,9 @@ def check_cmd(
     as_json: bool = typer.Option(False, "--json", help="JSON: exit_code, summary, checks[]."),
     database_url: str = options.DATABASE_URL,
 ) -> None:
-    """Health checks: exact duplicate indexes, constraints left NOT VALID, table and B-tree
+    """Health checks, Nagios-style: indexes, bloat, cache, wraparound, sequences.
+
+    The checks: exact duplicate indexes, constraints left NOT VALID, table and B-tree
     index bloat (ESTIMATES from pg_stats, as check_postgres and PgHero make them; ANALYZE
     first), buffer cache hit rate, transaction ID wraparound (every table, TOAST table and
     database against autovacuum_freeze_max_age) and sequences near their maximum (or the

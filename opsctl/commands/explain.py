@@ -42,7 +42,9 @@ def command(
     database_url: str = options.DATABASE_URL,
     as_json: bool = typer.Option(False, "--json", help="Same as --format json."),
 ) -> None:
-    """EXPLAIN a statement safely: read-only transaction, always rolled back, with a statement
+    """EXPLAIN a statement safely and say what its plan does wrong.
+
+    The statement runs in a read-only transaction, always rolled back, with a statement
     timeout. The advisor flags seq scans of large tables (with a CREATE INDEX CONCURRENTLY
     suggestion), misestimates, spills, lossy bitmaps, heap fetches and dominant nodes.
 
@@ -54,6 +56,7 @@ def command(
 
     Statements from the query statistics carry placeholders: give --params, or without them
     PostgreSQL plans them with NULLs (a generic shape, good for spotting scans).
+
     JSON keys: vendor, sql, analyzed, plan (as the database returned it: PostgreSQL's is
     accepted by plan visualisers), findings[{severity, node_id, node, problem, evidence, action,
     index}]; index is null or {relation, columns, statement, status (verified, rejected,

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from opsctl import errors, options
-from opsctl.output import console, emit_json, err_console, print_table
+from opsctl.output import console, emit_json, err_console, interactive, print_table, progress_bar
 
 # 1 and 2 say what the load found (failed requests, lost saves), so a load that could not
 # run at all (bad input, the database or backend unavailable, a bug) is 3.
@@ -70,8 +70,7 @@ def command(
         if not as_json:
             err_console().print(line, markup=False, highlight=False)
 
-    report = lt.loadtest(
-        url,
+    run = dict(
         students=students,
         duration=duration,
         rate=rate,
@@ -83,12 +82,35 @@ def command(
         connections=connections,
         progress=progress,
     )
+    if interactive(as_json):
+        with progress_bar(detail=True) as bar:
+            task = bar.add_task("load", total=None, detail="")
+            report = lt.loadtest(url, **run, on_tick=lambda p: show_tick(bar, task, p))
+    else:
+        report = lt.loadtest(url, **run)
     if as_json:
         emit_json(report)
     else:
         _render(report)
     if report.exit_code:
         raise typer.Exit(report.exit_code)
+
+
+def tick_line(p) -> str:
+    """What a running load has done so far, in one line (``p`` is a LoadProgress)."""
+    p99 = "-" if p.p99_ms is None else f"{p.p99_ms:.0f} ms"
+    line = f"{p.arrived}/{p.students} arrived, {p.requests} answered, {p.errors} errors"
+    return line + (f" ({p.failed} failed)" if p.failed else "") + f", p99 {p99}"
+
+
+def show_tick(bar, task, p) -> None:
+    if p.phase == "verify":
+        bar.update(task, description="verifying", completed=p.planned_s, total=p.planned_s,
+                   detail=tick_line(p))  # fmt: skip
+    else:
+        done = min(p.elapsed_s, p.planned_s)
+        what = f"load, {p.planned_s:.0f}s planned"
+        bar.update(task, description=what, completed=done, total=p.planned_s, detail=tick_line(p))
 
 
 def _render(report) -> None:

@@ -46,6 +46,7 @@ def status_cmd(
     database_url: str = DB_OPT,
 ) -> None:
     """Applied and unapplied migrations per app (Django's own migration table).
+
     Exit 0 shown, 1 failed."""
     _setup(database_url)
     from backend.ops import schema_changes
@@ -181,6 +182,7 @@ def rollback_cmd(
     database_url: str = DB_OPT,
 ) -> None:
     """Show what migrating APP back to TARGET will run, then do it.
+
     Exit 0 done (or nothing to do), 1 failed or cancelled, 2 refused (no such migration)."""
     actor = options.actor(actor)
     _setup(database_url)

@@ -15,7 +15,7 @@ EXIT_CODES = (
 )
 
 app = typer.Typer(
-    help="SQL statistics by fingerprint (telemetry files or pg_stat_statements). " + EXIT_CODES
+    help="SQL statistics by fingerprint (telemetry files or pg_stat_statements).\n\n" + EXIT_CODES
 )
 
 
@@ -49,6 +49,7 @@ def top_cmd(
     as_json: bool = typer.Option(False, "--json", help="JSON list per fingerprint."),
 ) -> None:
     """Per fingerprint: calls, total, mean, p95, max (ms), rows, routes, an example.
+
     JSON keys: fingerprint, calls, total_ms, mean_ms, p95_ms, max_ms, rows, routes, example
     (p95 is null with --source pg, which keeps no distribution)."""
     if by not in {"total", "mean", "p95", "calls"}:
@@ -99,6 +100,7 @@ def nplusone_cmd(
     as_json: bool = typer.Option(False, "--json", help="JSON list of offenders."),
 ) -> None:
     """Routes that ran one statement shape more than the N+1 threshold within a request.
+
     JSON keys: route, fingerprint, requests, example, trace_id."""
     from opsctl import telemetry
 

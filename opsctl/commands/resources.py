@@ -19,7 +19,9 @@ def command(
     as_json: bool = typer.Option(False, "--json", help="JSON: exit_code, summary, probes[]."),
     database_url: str = options.DATABASE_URL,
 ) -> None:
-    """Measure CPU, memory, swap, disks (the app's var/ directory, telemetry, logs), backend
+    """Resources against thresholds, with alerts and a Nagios-style --check.
+
+    Measure CPU, memory, swap, disks (the app's var/ directory, telemetry, logs), backend
     RSS and open files, and PostgreSQL connections; open or resolve alerts (after the damping
     interval). The database host's own disk comes from node_exporter (see the runbooks).
 

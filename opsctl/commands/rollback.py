@@ -23,8 +23,11 @@ def command(
     as_json: bool = typer.Option(False, "--json", help="JSON: plan, and change_set if applied."),
     database_url: str = options.DATABASE_URL,
 ) -> None:
-    """Roll back feature-flag changes: shows the plan, then applies it as one new change set
+    """Roll back feature-flag changes, as one new change set.
+
+    Shows the plan, then applies it as one new change set
     (so the rollback itself can be rolled back). Exactly one of --last, --to, --since.
+
     Exit 0 rolled back (or nothing to roll back), 1 failed or cancelled."""
     since_at = options.since(since) if since else None
     actor = options.actor(actor)

@@ -23,7 +23,9 @@ def command(
     database_url: str = options.DATABASE_URL,
 ) -> None:
     """The live console: routes, traces, SQL, database, resources, retention, flags, jobs.
+
     Number keys switch panes, w changes the telemetry window, ? shows every key, q quits.
+
     Telemetry is read incrementally: a refresh costs the spans written since the last one."""
     from opsctl.errors import CommandError
 

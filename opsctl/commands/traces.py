@@ -16,7 +16,7 @@ EXIT_CODES = (
 )
 
 app = typer.Typer(
-    help="Traces from the telemetry files: list, show one, stats per route. " + EXIT_CODES
+    help="Traces from the telemetry files: list, show one, stats per route.\n\n" + EXIT_CODES
 )
 
 
@@ -56,7 +56,9 @@ def list_cmd(
     directory: Path = options.TELEMETRY_DIR,
     as_json: bool = typer.Option(False, "--json", help="JSON list of trace summaries."),
 ) -> None:
-    """Recent traces, slowest first. JSON keys: trace_id, route, name, start, duration_ms,
+    """Recent traces, slowest first.
+
+    JSON keys: trace_id, route, name, start, duration_ms,
     status_code, error, spans, db_spans, n_plus_one."""
     from opsctl import telemetry
 
@@ -90,6 +92,7 @@ def show_cmd(
     as_json: bool = typer.Option(False, "--json", help="JSON list of spans in tree order."),
 ) -> None:
     """One trace as a waterfall: offsets, durations, the SQL of each DB span, N+1 marked.
+
     Exits 1 when the trace is not in the files."""
     from opsctl import telemetry
 
@@ -129,11 +132,14 @@ def stats_cmd(
     prometheus: str = options.PROMETHEUS,
     as_json: bool = typer.Option(False, "--json", help="JSON list per route."),
 ) -> None:
-    """Per route: requests, req/s, error %, p50/p95/p99 (ms). The save route comes first.
+    """Per route: requests, req/s, error %, p50/p95/p99 (ms); the save route first.
+
     req/s is over the time the data in the window covers (a backend up for 2 minutes has
     2 minutes of data in a 15-minute window). From files, percentiles are exact; from
     Prometheus, interpolated in the histogram's buckets.
+
     instances: how many app hosts (service.instance.id) served the route (files only).
+
     JSON keys: route, requests, rps, error_pct, p50_ms, p95_ms, p99_ms, instances."""
     import datetime as dt
 

@@ -21,7 +21,9 @@ def command(
     as_json: bool = typer.Option(False, "--json", help="JSON list per table."),
     database_url: str = options.DATABASE_URL,
 ) -> None:
-    """PostgreSQL: VACUUM (ANALYZE) outside a transaction with a lock timeout; --full needs
+    """VACUUM a table (or the SQLite file), with figures before and after, audited.
+
+    PostgreSQL: VACUUM (ANALYZE) outside a transaction with a lock timeout; --full needs
     --yes off a terminal. SQLite: the whole-file VACUUM (needs about twice the file in free
     disk, checked first) always asks. Dead rows and size before and after are shown; each
     run is an audit event (the backend's audit table, or var/audit.jsonl on a database

@@ -24,6 +24,7 @@ from pathlib import Path
 from opsctl.loadtest.engine import (
     EndpointStats,
     GeneratorStats,
+    LoadProgress,
     LoadtestReport,
     Verification,
     run_load,
@@ -46,6 +47,7 @@ __all__ = [
     "ArrivalPlan",
     "EndpointStats",
     "GeneratorStats",
+    "LoadProgress",
     "LoadtestError",
     "LoadtestReport",
     "LostSave",
@@ -78,9 +80,11 @@ def loadtest(
     seed: int | None = None,
     connections: int = 64,
     progress: Callable[[str], None] | None = None,
+    on_tick: Callable[[LoadProgress], None] | None = None,
 ) -> LoadtestReport:
     """The one service function behind `opsctl loadtest`: resolve students (provision them or
-    read a tokens file), run the load, verify, report."""
+    read a tokens file), run the load, verify, report. ``progress`` gets one line when the
+    load starts; ``on_tick`` a ``LoadProgress`` twice a second while it runs."""
     if not url.startswith(("http://", "https://")):
         raise LoadtestError(f"URL must start with http:// or https://, got {url!r}")
     duration_s = parse_duration(duration) if isinstance(duration, str) else float(duration)
@@ -89,4 +93,13 @@ def loadtest(
     target = resolve_target(students, duration_s, exam_id, tokens_file, database_url)
     if progress:
         progress(f"{students} students on exam {target.exam_id}, {duration_s:g}s against {url}")
-    return run_load(url, target, duration_s, rate, think_s, seed=seed, max_connections=connections)
+    return run_load(
+        url,
+        target,
+        duration_s,
+        rate,
+        think_s,
+        seed=seed,
+        max_connections=connections,
+        on_tick=on_tick,
+    )

@@ -74,6 +74,10 @@ class ProbeState(models.Model):
     pending_since = models.DateTimeField(null=True, blank=True)
     last_value = models.FloatField(null=True, blank=True)
     updated_at = models.DateTimeField(default=timezone.now)
+    # How fast the value moves (units per hour, smoothed over about an hour), for the probes
+    # whose end is predicted (a disk's hours until full), and since when it has been measured.
+    rate_per_hour = models.FloatField(null=True, blank=True)
+    rate_since = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

@@ -20,6 +20,7 @@ JOBS = {
     "opsctl-rasch-auto": "opsctl rasch auto",
     "exam-expire-sessions": "manage.py expire_sessions",
     "opsctl-resources-check": "opsctl resources --check",
+    "opsctl-statement-snapshot": "opsctl queries snapshot",
 }
 
 

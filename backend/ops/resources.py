@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import resource
 import socket
 from collections.abc import Callable
@@ -16,19 +17,59 @@ from django.utils import timezone
 
 from backend import config
 from backend.ops.models import ProbeState, ResourceAlert
-from backend.ops.thresholds import OK, UNKNOWN, Memory, Threshold, nagios, severity, step
+from backend.ops.thresholds import (
+    OK,
+    UNKNOWN,
+    Memory,
+    Threshold,
+    hours_until_full,
+    nagios,
+    perf_data,
+    rate,
+    severity,
+    smoothed_rate,
+    step,
+)
+
+# The disks whose fill rate is learned at each check, and the probe predicting each one's end.
+FILL = {"disk.var.fill": "disk.var", "disk.telemetry.fill": "disk.telemetry",
+        "disk.logs.fill": "disk.logs"}  # fmt: skip
+# The rate is smoothed over about this long, and predicts only after this much history.
+RATE_WINDOW = dt.timedelta(hours=1)
+MIN_HISTORY = dt.timedelta(minutes=10)
+# Thresholds of the probes that are not a percentage (settings.RESOURCE_THRESHOLDS overrides):
+# the load average per core, and hours until a disk is full (lower is worse).
+OWN_THRESHOLDS = {
+    "load.per_core": Threshold(1.5, 3.0),
+    **{name: Threshold(24.0, 6.0, lower_is_worse=True) for name in FILL},
+}
+# A probe's unit: "%" unless named here ("h": hours, "": a plain number).
+UNITS = {"load.per_core": "", **{name: "h" for name in FILL}}
+
+
+def unit(probe: str) -> str:
+    return UNITS.get(probe, "%")
+
+
+def show(value: float | None, probe: str) -> str:
+    """A probe's value as on-call reads it: 42.1%, 12.5h, 0.83."""
+    if value is None:
+        return "?" if unit(probe) != "h" else "-"
+    u = unit(probe)
+    return f"{value:.1f}{u}" if u else f"{value:.2f}"
 
 
 @dataclass
 class Reading:
     probe: str
-    value: float | None  # percent
+    value: float | None  # in the probe's unit (percent unless ``unit`` says otherwise)
     detail: str
     warn: float
     crit: float
     severity: str
     alert: str  # the alert state after this check: none | pending | open
     error: str = ""
+    unit: str = "%"  # "%", "h" (hours), "" (a plain number: load per core)
 
 
 def _disk(path: Path) -> tuple[float, str]:
@@ -71,6 +112,27 @@ def _open_files() -> tuple[float, str]:
     return 100 * worst / soft if soft > 0 else 0.0, f"max {worst} of {soft} per process"
 
 
+def inodes(path: Path, statvfs=os.statvfs) -> tuple[float, str] | None:
+    """Percent of the inodes used on the filesystem holding ``path`` (psutil has no inode
+    figures, so os.statvfs); None when the filesystem has no inode limit (btrfs reports 0)."""
+    path = path if path.exists() else path.parent
+    while not path.exists():
+        path = path.parent
+    st = statvfs(str(path))
+    if st.f_files <= 0:
+        return None
+    used = st.f_files - st.f_ffree
+    return 100 * used / st.f_files, f"{path}: {used:,} of {st.f_files:,} inodes"
+
+
+def load_per_core(getloadavg=os.getloadavg, cpu_count=psutil.cpu_count) -> tuple[float, str]:
+    """The 1-minute load average divided by the number of cores (1.0: every core busy, with
+    nothing waiting)."""
+    one, five, fifteen = getloadavg()
+    cores = cpu_count() or 1
+    return one / cores, f"load {one:.2f} {five:.2f} {fifteen:.2f} on {cores} cores"
+
+
 def _pg_connections() -> tuple[float, str] | None:
     if connection.vendor != "postgresql":
         return None
@@ -93,6 +155,10 @@ def probes() -> dict[str, Callable[[], tuple[float, str] | None]]:
         "disk.var": lambda: _disk(config.var_dir()),
         "disk.telemetry": lambda: _disk(config.telemetry_dir()),
         "disk.logs": lambda: _disk(log_dir),
+        "inodes.var": lambda: inodes(config.var_dir()),
+        "inodes.telemetry": lambda: inodes(config.telemetry_dir()),
+        "inodes.logs": lambda: inodes(log_dir),
+        "load.per_core": load_per_core,
         "backend.rss": _rss,
         "backend.open_files": _open_files,
         "postgres.connections": _pg_connections,
@@ -100,14 +166,27 @@ def probes() -> dict[str, Callable[[], tuple[float, str] | None]]:
 
 
 def threshold_for(name: str, warn: float | None = None, crit: float | None = None) -> Threshold:
+    """The probe's thresholds: settings.RESOURCE_THRESHOLDS, else its own (load, fill), else
+    RESOURCE_WARN/RESOURCE_CRIT; ``warn``/``crit`` (percent) override the percentage probes."""
     per = settings.RESOURCE_THRESHOLDS.get(name, {})
+    own = OWN_THRESHOLDS.get(name)
+    if own is not None:
+        return Threshold(per.get("warn", own.warn), per.get("crit", own.crit), own.lower_is_worse)
     return Threshold(
         warn if warn is not None else per.get("warn", settings.RESOURCE_WARN),
         crit if crit is not None else per.get("crit", settings.RESOURCE_CRIT),
     )
 
 
-def measure(only: list[str] | None = None) -> dict[str, tuple[float | None, str, str]]:
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else "error"
+
+
+def measure(
+    only: list[str] | None = None, now: dt.datetime | None = None, host: str | None = None
+) -> dict[str, tuple[float | None, str, str]]:
+    """Every probe's (value, detail, error); a disk's fill prediction comes from the rate
+    earlier checks stored for it (see ``fill``)."""
     out = {}
     for name, fn in probes().items():
         if only and name not in only:
@@ -115,16 +194,43 @@ def measure(only: list[str] | None = None) -> dict[str, tuple[float | None, str,
         try:
             got = fn()
         except Exception as exc:  # a broken probe is UNKNOWN, never a crash
-            out[name] = (
-                None,
-                "",
-                str(exc).strip().splitlines()[0] if str(exc).strip() else "error",
-            )
+            out[name] = (None, "", _first_line(exc))
             continue
         if got is None:
             continue  # not applicable here (e.g. PostgreSQL probes on SQLite)
         out[name] = (round(float(got[0]), 2), got[1], "")
+    for name, disk in FILL.items():
+        if (only and name not in only) or disk not in out or out[disk][0] is None:
+            continue
+        try:
+            value, detail = fill(disk, out[disk][0], now=now, host=host)
+        except Exception as exc:  # e.g. the database is down: UNKNOWN, never a crash
+            out[name] = (None, "", _first_line(exc))
+            continue
+        out[name] = (None if value is None else round(value, 2), detail, "")
     return out
+
+
+def fill(
+    disk: str, percent: float, now: dt.datetime | None = None, host: str | None = None
+) -> tuple[float | None, str]:
+    """Hours until the ``disk`` probe reaches 100% at its current rate (as learned by the
+    checks so far on this host), or None with why not."""
+    now = now or timezone.now()
+    state = ProbeState.objects.filter(probe=disk, host=host or socket.gethostname()).first()
+    covered = (
+        state.updated_at - state.rate_since
+        if state and state.rate_since and state.rate_per_hour is not None
+        else dt.timedelta(0)
+    )
+    per_hour = rate(state.rate_per_hour if state else None, covered, RATE_WINDOW)
+    hours = hours_until_full(percent, per_hour, covered, MIN_HISTORY)
+    if hours is not None:
+        return hours, f"full in {hours:.1f} h at {per_hour:+.2f} points/h ({disk} {percent:.1f}%)"
+    if per_hour is None or covered < MIN_HISTORY:
+        minutes = int(MIN_HISTORY.total_seconds() // 60)
+        return None, f"learning the rate ({minutes} min of checks needed)"
+    return None, f"not filling ({per_hour:+.2f} points/h)"
 
 
 def check(
@@ -158,7 +264,8 @@ def check(
                 alert = ResourceAlert.objects.create(
                     probe=name, host=host, severity=decision.severity, value=value or 0,
                     threshold=th.crit if decision.severity == "critical" else th.warn,
-                    message=f"{name} at {value:.1f}% ({detail})", opened_at=now, updated_at=now,
+                    message=f"{name} at {show(value, name)} ({detail})", opened_at=now,
+                    updated_at=now,
                 )  # fmt: skip
             elif decision.action == "resolve" and alert:
                 alert.resolved_at = now
@@ -167,6 +274,13 @@ def check(
             elif alert and value is not None:
                 alert.value, alert.updated_at = value, now
                 alert.save(update_fields=["value", "updated_at"])
+            if name in FILL.values() and value is not None:
+                raw = smoothed_rate(state.rate_per_hour, state.last_value,
+                                    state.updated_at if state.last_value is not None else None,
+                                    value, now, RATE_WINDOW)  # fmt: skip
+                if raw is not None and state.rate_since is None:
+                    state.rate_since = state.updated_at
+                state.rate_per_hour = raw
             state.pending_severity = decision.memory.pending_severity
             state.pending_since = decision.memory.pending_since
             state.last_value = value
@@ -182,6 +296,7 @@ def check(
                     sev,
                     "open" if alert else ("pending" if decision.action == "pending" else "none"),
                     error,
+                    unit(name),
                 )
             )
     return readings
@@ -193,10 +308,32 @@ def summary(readings: list[Reading]) -> tuple[int, str]:
     bad = [r for r in readings if r.severity != OK]
     if not bad:
         return code, f"RESOURCES {word} - {len(readings)} probes under their thresholds"
-    parts = [
-        f"{r.probe} {'?' if r.value is None else f'{r.value:.0f}%'} ({r.severity})" for r in bad
-    ]
+    parts = [f"{r.probe} {_short(r)} ({r.severity})" for r in bad]
     return code, f"RESOURCES {word} - " + ", ".join(parts)
+
+
+def _short(r: Reading) -> str:
+    if r.value is None:
+        return "?"
+    return f"{r.value:.0f}%" if r.unit == "%" else show(r.value, r.probe)
+
+
+def perfdata(readings: list[Reading]) -> str:
+    """The readings as Nagios performance data (after ``|`` in ``resources --check``):
+    percentages 0-100 with %, the load per core as a number, hours until full in seconds
+    (Nagios has no hour unit)."""
+    items = []
+    for r in readings:
+        th = Threshold(r.warn, r.crit, threshold_for(r.probe).lower_is_worse)
+        if r.unit == "%":
+            items.append((r.probe, r.value, "%", th, 0.0, 100.0))
+        elif r.unit == "h":
+            secs = None if r.value is None else r.value * 3600
+            th = Threshold(th.warn * 3600, th.crit * 3600, th.lower_is_worse)
+            items.append((r.probe, secs, "s", th, 0.0, None))
+        else:
+            items.append((r.probe, r.value, "", th, 0.0, None))
+    return perf_data(items)
 
 
 def open_alerts() -> list[ResourceAlert]:

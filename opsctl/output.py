@@ -154,7 +154,10 @@ def progress_bar(unit: str | None = None, *, detail: bool = False, transient: bo
 
     class Rate(ProgressColumn):
         def render(self, task) -> Text:
+            # rich's moving rate, or (a short task, a last frame) the average so far.
             speed = task.finished_speed or task.speed
+            if speed is None and task.elapsed:
+                speed = task.completed / task.elapsed
             return Text("" if speed is None else f"{speed:,.0f} {unit}/s", style="cyan")
 
     columns = [

@@ -21,6 +21,7 @@ JOBS = {
     "exam-expire-sessions": "manage.py expire_sessions",
     "opsctl-resources-check": "opsctl resources --check",
     "opsctl-statement-snapshot": "opsctl queries snapshot",
+    "opsctl-flags-apply-due": "opsctl flags apply-due",
 }
 
 

@@ -15,7 +15,8 @@ from opsctl.tui.panes import PANES
 from opsctl.tui.sources import WINDOWS
 
 HELP = """Keys
-  1-8        overview, traces, queries, database, resources, retention, flags, jobs
+  1-9        overview, traces, queries, database, resources, retention, flags, jobs,
+             activity
   ctrl+p     command palette (go to any pane, choose the window)
   ?          this help          q  quit          r  refresh now (where no pane uses r)
   w          telemetry window: 5m, 15m, 1h (shown on every pane; req/s is over the time
@@ -26,6 +27,8 @@ Database     v  VACUUM (ANALYZE) the selected table (asks first)
 Retention    d  dry run    r  run now (asks first, shows what goes)
 Flags        s  set value with a reason    b  roll back the last change set (shows the plan)
 Jobs         c  calibrate the selected exam (asks first)
+Activity     c  cancel the selected backend's statement   x  terminate its session
+             (both show the session and ask for a reason; audited)
 With --read-only the actions are hidden. Every action goes through the same service
 functions as the CLI and is recorded in the audit trail."""
 

@@ -1,5 +1,6 @@
-"""The panes of `opsctl top`, one module each, in key order (1-8)."""
+"""The panes of `opsctl top`, one module each, in key order (1-9)."""
 
+from opsctl.tui.panes.activity import ActivityPane
 from opsctl.tui.panes.database import DatabasePane
 from opsctl.tui.panes.flags import FlagsPane
 from opsctl.tui.panes.jobs import JobsPane
@@ -18,6 +19,7 @@ PANES = [
     ("retention", RetentionPane),
     ("flags", FlagsPane),
     ("jobs", JobsPane),
+    ("activity", ActivityPane),
 ]
 
 __all__ = ["PANES"]

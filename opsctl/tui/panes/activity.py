@@ -1,0 +1,201 @@
+"""Activity: the sessions the database server runs now and the blocking tree (as `opsctl db
+activity` shows them); cancel or terminate the selected backend with a reason (asks first,
+audited, hidden with --read-only). SQLite: the file's lock state, said plainly."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, DataTable, Input, Label, Static
+
+from opsctl.render import elapsed
+from opsctl.tui.panes.base import Pane
+
+SIGNALS = {"cancel_backend", "terminate_backend"}
+
+
+class SignalScreen(ModalScreen[str | None]):
+    """The session spelled out and a reason (required): Enter sends, Escape cancels."""
+
+    BINDINGS = [("escape", "cancel", "Cancel")]
+
+    def __init__(self, title: str, plan: str):
+        super().__init__()
+        self.title_text = title
+        self.plan = plan
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog", classes="wide"):
+            yield Label(self.title_text, id="dialog-title")
+            yield VerticalScroll(Static(self.plan, markup=False), id="dialog-body")
+            yield Input(placeholder="reason (required, goes to the audit trail)", id="reason")
+            yield Label("", id="dialog-error")
+            with Horizontal(id="dialog-buttons"):
+                yield Button("Send", id="send", variant="error")
+                yield Button("Cancel", id="cancel", variant="primary")
+
+    def on_mount(self) -> None:
+        self.query_one("#reason", Input).focus()
+
+    def _submit(self) -> None:
+        reason = self.query_one("#reason", Input).value.strip()
+        if not reason:
+            self.query_one("#dialog-error", Label).update("a reason is needed")
+            return
+        self.dismiss(reason)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self._submit()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "send":
+            self._submit()
+        else:
+            self.dismiss(None)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+def _flags(s) -> str:
+    out = []
+    if s.long_running:
+        out.append("long")
+    if s.idle_in_transaction:
+        out.append("idle in tx")
+    if s.blocked_by:
+        out.append("waits " + ",".join(map(str, s.blocked_by)))
+    if s.blocking:
+        out.append(f"blocks {len(s.blocking)}")
+    return " ".join(out)
+
+
+def tree_lines(act) -> list[str]:
+    """The blocking tree as indented lines (the CLI draws the same with rich)."""
+    by_pid = act.by_pid()
+    lines: list[str] = []
+
+    def walk(node, depth: int) -> None:
+        s = by_pid.get(node.pid)
+        what = (f"{s.state} {elapsed(s.seconds)} {s.application or '-'}: "
+                f"{' '.join(s.query.split())[:60]}") if s else "(not listed)"  # fmt: skip
+        lines.append(f"{'  ' * depth}{'└ ' if depth else ''}{node.pid} {what}")
+        for child in node.blocked:
+            walk(child, depth + 1)
+
+    for root in act.blocking_tree:
+        walk(root, 0)
+    return lines
+
+
+COLUMNS = ("pid", "duration", "state", "wait", "user@db", "application", "client", "flags",
+           "query")  # fmt: skip
+
+
+class ActivityPane(Pane):
+    title = "Activity"
+    short = "Activ"
+    BINDINGS = [
+        Binding("c", "cancel_backend", "Cancel statement"),
+        Binding("x", "terminate_backend", "Terminate session"),
+    ]
+
+    def body(self) -> ComposeResult:
+        t = DataTable(id=f"{self.id}-table", cursor_type="row", zebra_stripes=True)
+        t.add_columns(*COLUMNS)
+        yield t
+        yield Label("blocking tree", classes="section")
+        yield Static("", id="activity-tree", markup=False)
+
+    def fetch(self):
+        from opsctl.db.activity import activity
+
+        return activity(self.sources.database_url)
+
+    def show(self, data) -> None:
+        self.data = data
+        rows = [
+            (s.pid, elapsed(s.seconds), s.state,
+             f"{s.wait_event_type}/{s.wait_event}" if s.wait_event_type and s.state == "active"
+             else "", f"{s.user}@{s.database}", s.application, s.client, _flags(s),
+             " ".join(s.query.split())[:80])
+            for s in data.sessions
+        ]  # fmt: skip
+        t = self.query_one(f"#{self.id}-table", DataTable)
+        selected = self.selected_pid()
+        t.clear()
+        for row in rows:
+            t.add_row(*[("-" if v is None else str(v)) for v in row], key=str(row[0]))
+        pids = [s.pid for s in data.sessions]
+        if pids:  # the selection follows the session across refreshes
+            t.move_cursor(row=pids.index(selected) if selected in pids else 0)
+        if data.sqlite is not None:
+            s = data.sqlite
+            text = [
+                f"SQLite {s.path or '(in memory)'}: journal mode {s.journal_mode or '?'}",
+                f"write lock: {s.write_lock} - {s.detail}",
+            ]
+        else:
+            text = tree_lines(data) or ["no session is waiting for a lock"]
+            if data.hidden_idle:
+                text.append(f"({data.hidden_idle} idle sessions not listed)")
+        self.query_one("#activity-tree", Static).update("\n".join(text + data.notes))
+
+    def selected_pid(self) -> int | None:
+        t = self.query_one(f"#{self.id}-table", DataTable)
+        if t.row_count == 0:
+            return None
+        return int(t.coordinate_to_cell_key(t.cursor_coordinate).row_key.value)
+
+    def check_action(self, action: str, parameters) -> bool | None:
+        if action in SIGNALS:
+            return not self.app.read_only
+        return super().check_action(action, parameters)
+
+    def action_cancel_backend(self) -> None:
+        self._signal("cancel")
+
+    def action_terminate_backend(self) -> None:
+        self._signal("terminate")
+
+    def _signal(self, action: str) -> None:
+        if self.app.read_only:
+            return
+        pid = self.selected_pid()
+        data = getattr(self, "data", None)
+        if pid is None or data is None or pid not in data.by_pid():
+            self.app.notify("no session selected")
+            return
+        from opsctl.db.activity import describe
+
+        url = self.sources.database_url
+        if action == "cancel":
+            title = f"Cancel the statement of PID {pid}? (the session stays)"
+        else:
+            title = f"Terminate PID {pid}? (its transaction is rolled back, connection closed)"
+
+        def chosen(reason: str | None) -> None:
+            if not reason:
+                self.app.notify("cancelled: nothing was sent")
+                return
+            self.run_worker(lambda: self._send(url, pid, action, reason), thread=True)
+
+        self.app.push_screen(SignalScreen(title, describe(data.by_pid()[pid])), chosen)
+
+    def _send(self, url: str, pid: int, action: str, reason: str) -> None:
+        """In a thread: the one service function (audited), then the outcome and a reload."""
+        from opsctl.db.activity import signal
+
+        try:
+            result = signal(url, pid, action, reason, confirmed=True)
+        except Exception as exc:
+            text = str(exc).strip()
+            message = text.splitlines()[0] if text else repr(exc)
+            self.app.call_from_thread(self.app.notify, f"{action} PID {pid} failed: {message}",
+                                      severity="error")  # fmt: skip
+            return
+        self.app.call_from_thread(self.app.notify, f"{action} sent to PID {pid} (recorded in "
+                                  f"{result.audit})")  # fmt: skip
+        self.app.call_from_thread(self.reload)

@@ -400,7 +400,9 @@ def run_checks(database_url: str, thresholds: Thresholds | None = None,
     bad_checks = [r for r in results if r.status in (WARNING, CRITICAL, UNKNOWN)]
     if not bad_checks:
         applied = sum(r.status != NOT_APPLICABLE for r in results)
-        line = f"DB {word} - {applied} checks passed"
+        skipped = len(results) - applied
+        line = f"DB {word} - {applied} check{'s' if applied != 1 else ''} passed" + (
+            f" ({skipped} do not apply)" if skipped else "")  # fmt: skip
     else:
         line = f"DB {word} - " + ", ".join(
             f"{r.check}: {r.summary} ({r.status})" for r in bad_checks

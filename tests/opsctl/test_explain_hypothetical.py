@@ -147,3 +147,22 @@ def test_top_from_pg_refuses_sqlite_clearly(database_url):
     r = run(app, ["explain", "--top", "3", "--source", "pg", "--database-url", database_url])
     assert r.exit_code == 1 and "PostgreSQL" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_top_from_telemetry_files_keeps_each_fingerprint(database_url, tmp_path):
+    import time
+
+    from tests.bench import spangen
+
+    now = time.time()
+    spangen.fill(tmp_path, now - 600, now, 20)
+    r = run(app, ["queries", "top", "--json", "--telemetry-dir", str(tmp_path)])
+    costliest = [q["fingerprint"] for q in json.loads(r.stdout)
+                 if q["example"].lstrip().upper().startswith(("SELECT", "WITH"))][:2]  # fmt: skip
+    r = run(app, ["explain", "--top", "2", "--json", "--telemetry-dir", str(tmp_path),
+                  "--database-url", database_url])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    body = json.loads(r.stdout)
+    assert [s["fingerprint"] for s in body["statements"]] == costliest
+    assert all(s["error"] is None and s["plan"] for s in body["statements"])
+    assert body["indexes"] == []  # the seeded tables are empty: nothing worth an index

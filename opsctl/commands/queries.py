@@ -174,8 +174,6 @@ def _pg_window(since: str, by: str, limit: int, database_url, as_json: bool) -> 
         right=cols[1:],
         caption="; ".join(notes),
     )  # fmt: skip
-    if not console().is_terminal:  # the caption is for terminals only: say it on stderr
-        err_console().print("; ".join(notes), markup=False)
     _examples(w.statements)
 
 

@@ -86,6 +86,13 @@ def test_deltas_since_a_snapshot_history_and_a_statement_reset(database_url, pg)
     work(pg, 5)
     body, mine = top_since(database_url, s0["taken_at"])
     assert (mine["calls"], mine["reset"]) == (5, True)  # never 5 - 30 = -25
+    r = run(app, ["queries", "top", "--source", "pg", "--since", s0["taken_at"], "--limit",
+                  "500", "--database-url", database_url])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "from the snapshot of" in r.stderr and "counters went down" in r.stderr
+    row = next(ln.split("\t") for ln in r.stdout.splitlines()
+               if ln.startswith(mine["fingerprint"]))  # fmt: skip
+    assert row[:2] == [mine["fingerprint"] + " *", "5"]
     s2 = snapshot(database_url)
 
     r = run(app, ["queries", "history", mine["fingerprint"], "--json", "--database-url",

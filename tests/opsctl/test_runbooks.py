@@ -16,10 +16,17 @@ RUNBOOKS = ROOT / "runbooks"
 SECTIONS = ["Symptoms", "What to look at", "Diagnosis", "Mitigation", "Verify", "Escalate"]
 # Actions that change state: parsed only.
 PARSE_ONLY = {("flags", "set"), ("rollback",), ("migrate", "apply"), ("vacuum",),
-              ("retention", "run"), ("rasch", "calibrate"), ("rasch", "auto")}  # fmt: skip
+              ("retention", "run"), ("rasch", "calibrate"), ("rasch", "auto"),
+              ("db", "cancel"), ("db", "terminate")}  # fmt: skip
 PLACEHOLDER = re.compile(r"\b[A-Z][A-Z_]+\b")
 # What an operator would type for each placeholder, so parsing checks the types too.
-SAMPLES = {"EXAM_ID": "1", "TRACE_ID": "0" * 32, "FINGERPRINT": "0123abcd", "CHANGE_ID": "abc123"}
+SAMPLES = {
+    "EXAM_ID": "1",
+    "TRACE_ID": "0" * 32,
+    "FINGERPRINT": "0123abcd",
+    "CHANGE_ID": "abc123",
+    "PID": "4242",
+}
 
 
 def slug(heading: str) -> str:

@@ -128,12 +128,14 @@ def _show_top(results, as_json: bool) -> None:
             "indexes": merged,
         })  # fmt: skip
         return
+    from rich.text import Text
+
     from opsctl.output import print_table
     from opsctl.render_plan import render
 
     out = console()
     for fp, stmt, r in results:
-        out.rule(f"{fp}  {' '.join(stmt.split())[:60]}", style="dim")
+        out.rule(Text(f"{fp}  {' '.join(stmt.split())[:60]}"), style="dim")  # no markup
         if isinstance(r, Refused):
             out.print(f"not explained: {r}", markup=False)
         else:

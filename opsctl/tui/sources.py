@@ -171,6 +171,12 @@ class Sources:
 
         return flags.list_flags(), flags.history()[:50]
 
+    def scheduled_flags(self):
+        """Pending scheduled flag changes, soonest first."""
+        from backend.ops import flags
+
+        return flags.scheduled()
+
     def recent_flag_changes(self):
         from backend.ops import flags
 

@@ -21,21 +21,30 @@ class FlagsPane(Pane):
         yield Static("", id="flags-history")
 
     def fetch(self):
-        return self.sources.flags()
+        flags, history = self.sources.flags()
+        return flags, history, self.sources.scheduled_flags()
 
     def show(self, data) -> None:
-        flags, history = data
+        flags, history, scheduled = data
         self.values = {f.key: format_value(f.value) for f in flags}
         fill(
             self.query_one(DataTable),
             [(f.key, format_value(f.value), f.description.split(". ")[0]) for f in flags],
             [f.key for f in flags],
         )
+        # Pending scheduled changes first (opsctl flags schedule), then what happened.
         self.query_one("#flags-history", Static).update(
             "\n".join(
-                f"{e.at:%m-%d %H:%M} {e.change_set[:8]} {e.key}: {format_value(e.old_value)} -> "
-                f"{format_value(e.new_value)} ({e.reason}, {e.actor})"
-                for e in history[:15]
+                [
+                    f"scheduled #{c.id} {c.apply_at:%m-%d %H:%M} {c.key} -> "
+                    f"{format_value(c.value)} ({c.reason}, {c.actor})"
+                    for c in scheduled
+                ]
+                + [
+                    f"{e.at:%m-%d %H:%M} {e.change_set[:8]} {e.key}: {format_value(e.old_value)} "
+                    f"-> {format_value(e.new_value)} ({e.reason}, {e.actor})"
+                    for e in history[:15]
+                ]
             )
             or "no changes"
         )

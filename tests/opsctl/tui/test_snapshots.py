@@ -63,6 +63,9 @@ class FixedSources:
                       actor="oncall")]  # fmt: skip
         return flags, history
 
+    def scheduled_flags(self):
+        return []
+
 
 def app(size_name):
     return OpsApp(FixedSources(), refresh_seconds=3600, clock=False)

@@ -157,17 +157,18 @@ def activity_cmd(
         else None,
     )  # fmt: skip
     if act.blocking_tree:
+        from rich.text import Text
         from rich.tree import Tree
 
         by_pid = act.by_pid()
 
-        def label(pid: int) -> str:
+        def label(pid: int) -> Text:  # statements are text, never markup
             s = by_pid.get(pid)
             if s is None:
-                return f"{pid} (not listed)"
+                return Text(f"{pid} (not listed)")
             wait = f" waiting {s.wait_event_type}/{s.wait_event}" if s.blocked_by else ""
-            return (f"{pid} {s.state}{wait} {elapsed(s.seconds)} {s.application or '-'}: "
-                    f"{' '.join(s.query.split())[:60]}")  # fmt: skip
+            return Text(f"{pid} {s.state}{wait} {elapsed(s.seconds)} {s.application or '-'}: "
+                        f"{' '.join(s.query.split())[:60]}")  # fmt: skip
 
         def add(branch, node) -> None:
             for child in node.blocked:

@@ -58,7 +58,7 @@ def blocked(database_url):
 
     def wait() -> None:
         try:
-            waiter.execute(f"SELECT count(*) FROM {table}")
+            waiter.execute(f"SELECT count(*), '[bold]w[/bold]' FROM {table}")
             outcome["result"] = "ran"
         except Exception as exc:
             outcome["error"] = f"{type(exc).__name__}: {exc}"
@@ -118,6 +118,7 @@ def test_blocked_session_tree_refusal_cancel_and_terminate_are_audited(database_
     assert text.exit_code == 0
     assert "blocking tree" in text.stdout and "idle in transaction" in text.stdout
     assert f"waits for {holder}" in text.stdout
+    assert "'[bold]w[/bold]'" in text.stdout  # statements are printed as text, not markup
 
     # Off a terminal without --yes: refused (2), nothing sent, nothing recorded.
     r = run("db", "cancel", str(waiter), "--reason", "drill", "--database-url", database_url)

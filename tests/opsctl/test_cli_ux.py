@@ -169,12 +169,19 @@ LONG_ROUTE = (
 )
 
 
+# A statement far longer than 80 columns (spangen puts the fingerprint in a comment).
+LONG_FP = "7e57" + "-long-statement" * 8
+LONG_SQL = f"SELECT a.id, a.value FROM exams_answer a WHERE a.session_id = %s /* {LONG_FP} */"
+
+
 @pytest.fixture
 def spans(tmp_path, monkeypatch) -> Path:
-    """Ten minutes of spans ending now; one route far longer than 80 columns."""
+    """Ten minutes of spans ending now; one route and one statement far longer than 80
+    columns."""
     from tests.bench import spangen
 
     monkeypatch.setattr(spangen, "ROUTES", [*spangen.ROUTES[:2], (LONG_ROUTE, "POST", 0.5)])
+    monkeypatch.setattr(spangen, "FINGERPRINTS", [LONG_FP, *spangen.FINGERPRINTS[1:]])
     now = time.time()
     spangen.fill(tmp_path, now - 600, now, 40)
     return tmp_path
@@ -210,6 +217,15 @@ def test_piped_traces_list_keeps_trace_ids_and_routes(spans):
     assert rows[0][:2] == ["trace id", "route"] and len(rows) > 1
     for row in rows[1:]:
         assert re.fullmatch(r"[0-9a-f]{32}", row[0]) and row[1] == LONG_ROUTE
+
+
+def test_piped_waterfall_keeps_each_statement_on_one_line(spans):
+    r = run(["traces", "list", "--telemetry-dir", str(spans), "--route", "scanner"])
+    trace_id = r.stdout.splitlines()[1].split("\t")[0]
+    r = run(["traces", "show", trace_id, "--telemetry-dir", str(spans)], {"COLUMNS": "80"})
+    assert r.returncode == 0, r.stderr
+    assert "…" not in r.stdout
+    assert any(line.strip() == LONG_SQL for line in r.stdout.splitlines()), r.stdout
 
 
 def test_table_on_a_terminal_is_a_rich_table(spans, terminal):

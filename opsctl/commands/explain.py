@@ -9,7 +9,7 @@ import typer
 
 from opsctl import options
 from opsctl.errors import CommandError
-from opsctl.output import console, emit_json
+from opsctl.output import console, emit_json, err_console
 
 
 def command(
@@ -27,13 +27,17 @@ def command(
     ),
     top: int = typer.Option(None, "--top", min=1, help="Explain the N costliest fingerprints."),
     since: str = typer.Option(
-        "1h", "--since", help="Window for --fingerprint / --top with --source files (1h, 30m)."
+        None,
+        "--since",
+        help="Window for --fingerprint / --top (1h, 30m; files: default 1h; pg: what ran since "
+        "the stored snapshot at or before then, see `queries snapshot`).",
     ),
     source: str = typer.Option(
         "files",
         "--source",
         help="Where --fingerprint / --top find statements: files (telemetry spans) or pg "
-        "(pg_stat_statements of --database-url, costliest by total time since its reset).",
+        "(pg_stat_statements of --database-url, costliest by total time since its reset, or "
+        "in --since).",
     ),
     timeout: str = typer.Option(
         "10s", "--timeout", help="Statement timeout: a duration of at least 1ms (500ms, 10s, 1m)."
@@ -61,7 +65,8 @@ def command(
     accepted by plan visualisers), findings[{severity, node_id, node, problem, evidence, action,
     index}]; index is null or {relation, columns, statement, status (verified, rejected,
     unverified), reason, cost_before, cost_after, cost_drop (0.75 = 75% cheaper), used}.
-    With --top: {statements[{fingerprint, sql, error, and the keys above}], indexes[{relation,
+    With --top: {window (--source pg --since: {from, to, shorter, stats_reset_at}, else null),
+    statements[{fingerprint, sql, error, and the keys above}], indexes[{relation,
     columns, statement, status, helps[fingerprints], statements[{fingerprint, status,
     cost_before, cost_after, cost_drop}]}]}: suggestions on the same table and columns merged.
 
@@ -82,7 +87,7 @@ def command(
     except ValueError as exc:
         raise CommandError(f"--params is not valid JSON: {exc}") from None
     url = options.database_url(database_url)
-    statements = _statements(sql, fingerprint, top, since, telemetry_dir, source, url)
+    statements, window = _statements(sql, fingerprint, top, since, telemetry_dir, source, url)
     if top is None:
         (fp, stmt, stmt_params), *_ = statements
         r = explain(url, stmt, bound if bound is not None else stmt_params, analyze, buffers,
@@ -101,7 +106,7 @@ def command(
                                               timeout_s)))  # fmt: skip
         except Refused as exc:  # one statement that cannot be explained does not stop the rest
             results.append((fp, stmt, exc))
-    _show_top(results, as_json)
+    _show_top(results, as_json, window)
     if all(isinstance(r, Refused) for _, _, r in results):
         raise typer.Exit(2)
 
@@ -111,7 +116,7 @@ def _payload(r) -> dict:
             "findings": r.findings}  # fmt: skip
 
 
-def _show_top(results, as_json: bool) -> None:
+def _show_top(results, as_json: bool, window: dict | None) -> None:
     from opsctl.db.plan_advice import merge_index_advice
     from opsctl.db.sqlsafety import Refused
 
@@ -120,6 +125,7 @@ def _show_top(results, as_json: bool) -> None:
     )
     if as_json:
         emit_json({
+            "window": window,
             "statements": [
                 {"fingerprint": fp, "sql": stmt, "error": str(r)} if isinstance(r, Refused)
                 else {"fingerprint": fp, **_payload(r), "error": None}
@@ -134,6 +140,10 @@ def _show_top(results, as_json: bool) -> None:
     from opsctl.render_plan import render
 
     out = console()
+    if window:
+        err_console().print(f"costliest from {window['from']:%Y-%m-%d %H:%M:%S} to "
+                            f"{window['to']:%H:%M:%S} (pg_stat_statements snapshots)",
+                            markup=False)  # fmt: skip
     for fp, stmt, r in results:
         out.rule(Text(f"{fp}  {' '.join(stmt.split())[:60]}"), style="dim")  # no markup
         if isinstance(r, Refused):
@@ -159,14 +169,38 @@ def _show_top(results, as_json: bool) -> None:
     )
 
 
+def _pg_window(url: str, since: str):
+    """The statements that ran since ``since`` (pg_stat_statements snapshots, through the
+    backend) and the window they cover."""
+    from opsctl.db.engine import vendor_of
+    from opsctl.db.statements import is_own
+
+    if vendor_of(url) != "postgresql":
+        raise CommandError("--source pg needs a PostgreSQL --database-url")
+    start = options.since(since)
+    from opsctl.service import open_backend
+
+    open_backend(url)
+    from backend.ops import statement_snapshots
+
+    w = statement_snapshots.window(start, "total", 1000)
+    stats = [r for r in w.statements if not is_own(r.example)]
+    return stats, {"from": w.start, "to": w.end, "shorter": w.shorter,
+                   "stats_reset_at": w.stats_reset_at}  # fmt: skip
+
+
 def _statements(sql, fingerprint, top, since, telemetry_dir, source, url):
-    """(fingerprint, statement, parameters) to explain."""
+    """(fingerprint, statement, parameters) to explain, and the pg window they come from."""
     chosen = sum(x is not None for x in (sql, fingerprint, top))
     if chosen != 1:
         raise CommandError("give a statement, or --fingerprint FP, or --top N (exactly one)")
     if sql is not None:
-        return [("-", sql, None)]
-    if source == "pg":
+        return [("-", sql, None)], None
+    window = None
+    if source == "pg" and since is not None:
+        stats, window = _pg_window(url, since)
+        where = f"pg_stat_statements since {since}"
+    elif source == "pg":
         from opsctl.db.statements import explainable_statements
 
         stats = explainable_statements(url)
@@ -174,6 +208,7 @@ def _statements(sql, fingerprint, top, since, telemetry_dir, source, url):
     else:
         from opsctl import telemetry
 
+        since = since or "1h"
         d = options.telemetry_dir(telemetry_dir)
         stats = telemetry.query_stats(d, options.since(since), "total", 1000)
         where = f"{d} since {since}"
@@ -187,7 +222,7 @@ def _statements(sql, fingerprint, top, since, telemetry_dir, source, url):
         stats = stats[:top]
         if not stats:
             if source == "pg":
-                raise CommandError("no SELECT in pg_stat_statements for this database", 3)
+                raise CommandError(f"no SELECT in {where} for this database", 3)
             from opsctl import telemetry
 
             raise CommandError(telemetry.empty_hint(d, since))
@@ -195,4 +230,4 @@ def _statements(sql, fingerprint, top, since, telemetry_dir, source, url):
     from opsctl.db.sqlsafety import number_placeholders
 
     return [(q.fingerprint, q.example, [None] * number_placeholders(q.example)[1])
-            for q in stats]  # fmt: skip
+            for q in stats], window  # fmt: skip

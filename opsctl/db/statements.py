@@ -62,7 +62,12 @@ def explainable_statements(database_url: str, limit: int = 1000) -> list[QuerySt
     """The costliest statements (total time since the statistics' reset) that ``opsctl
     explain --top --source pg`` may plan: the application's, not the tool's own reads."""
     rows = top_statements(database_url, "total", limit)
-    return [q for q in rows if not any(own in q.example for own in _OWN)]
+    return [q for q in rows if not is_own(q.example)]
+
+
+def is_own(sql: str) -> bool:
+    """Whether ``sql`` is one of the statements opsctl sends itself (statistics, catalogs)."""
+    return any(own in sql for own in _OWN)
 
 
 def _query_stats(rows) -> list[QueryStats]:

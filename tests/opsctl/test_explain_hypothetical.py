@@ -166,3 +166,33 @@ def test_top_from_telemetry_files_keeps_each_fingerprint(database_url, tmp_path)
     assert [s["fingerprint"] for s in body["statements"]] == costliest
     assert all(s["error"] is None and s["plan"] for s in body["statements"])
     assert body["indexes"] == []  # the seeded tables are empty: nothing worth an index
+
+
+@pytest.mark.postgres_only
+def test_top_from_pg_since_takes_only_what_ran_in_the_window(database_url, hypo_table):
+    before = "SELECT id FROM hypo_events WHERE owner_id = :v"
+    after = "SELECT * FROM hypo_events WHERE kind = :v"
+    with hypo_table.connect() as conn:
+        conn.execute(text("CREATE EXTENSION IF NOT EXISTS pg_stat_statements"))
+        for _ in range(60):  # the costliest overall, but all of it before the snapshot
+            conn.execute(text(before), {"v": 1})
+        conn.commit()
+    r = run(app, ["queries", "snapshot", "--min-interval", "1ms", "--json",
+                  "--database-url", database_url])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    taken = json.loads(r.stdout)["taken_at"]
+    with hypo_table.connect() as conn:
+        for _ in range(5):
+            conn.execute(text(after), {"v": "k3"})
+        conn.commit()
+    r = run(app, ["explain", "--top", "5", "--source", "pg", "--since", taken, "--json",
+                  "--database-url", database_url])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    body = json.loads(r.stdout)
+    assert body["window"]["from"] == taken and not body["window"]["shorter"]
+    sqls = [s["sql"] for s in body["statements"]]
+    assert any(s.startswith("SELECT * FROM hypo_events WHERE kind = $1") for s in sqls), sqls
+    assert not any("owner_id" in s for s in sqls), sqls
+    (kind,) = [m for m in body["indexes"] if m["columns"] == ["kind"]]
+    assert kind["status"] in {"verified", "rejected"}  # tested, whatever the verdict
+    assert kind["statements"][0]["cost_before"] > 0

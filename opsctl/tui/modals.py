@@ -36,10 +36,11 @@ class FlagChangeScreen(ModalScreen[tuple[str, str] | None]):
 
     BINDINGS = [("escape", "cancel", "Cancel")]
 
-    def __init__(self, key: str, current: str):
+    def __init__(self, key: str, current: str, check=None):
         super().__init__()
         self.key = key
         self.current = current
+        self.check = check  # raises with the message to show when the value is not valid
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
@@ -54,9 +55,18 @@ class FlagChangeScreen(ModalScreen[tuple[str, str] | None]):
     def _submit(self) -> None:
         value = self.query_one("#value", Input).value.strip()
         reason = self.query_one("#reason", Input).value.strip()
+        error = self.query_one("#dialog-error", Label)
         if not value or not reason:
-            self.query_one("#dialog-error", Label).update("both a value and a reason are needed")
+            error.update("both a value and a reason are needed")
+            self.query_one("#value" if not value else "#reason", Input).focus()
             return
+        if self.check is not None:
+            try:
+                self.check(value)
+            except Exception as exc:  # stay open, keep what was typed, say what is wrong
+                error.update(str(exc))
+                self.query_one("#value", Input).focus()
+                return
         self.dismiss((value, reason))
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
@@ -76,7 +86,14 @@ class FlagChangeScreen(ModalScreen[tuple[str, str] | None]):
 
 
 class TextScreen(ModalScreen[None]):
-    BINDINGS = [("escape,q,enter", "close", "Close")]
+    """Text in a scrolling box (arrows, j/k, page keys): at 80x24 the help is taller than
+    the screen."""
+
+    BINDINGS = [
+        ("escape,q,enter", "close", "Close"),
+        ("j", "scroll(1)", "Down"),
+        ("k", "scroll(-1)", "Up"),
+    ]
 
     def __init__(self, title: str, body):
         super().__init__()
@@ -87,7 +104,14 @@ class TextScreen(ModalScreen[None]):
         with Vertical(id="dialog", classes="wide"):
             yield Label(self.title_text, id="dialog-title")
             yield VerticalScroll(Static(self.body), id="dialog-body")
-            yield Label("escape to close", classes="hint")
+            yield Label("escape to close · arrows or j/k scroll", classes="hint")
+
+    def on_mount(self) -> None:
+        self.query_one("#dialog-body").focus()
+
+    def action_scroll(self, step: int) -> None:
+        body = self.query_one("#dialog-body", VerticalScroll)
+        body.scroll_to(y=body.scroll_y + step, animate=False)
 
     def action_close(self) -> None:
         self.dismiss(None)

@@ -6,9 +6,11 @@ from __future__ import annotations
 import time
 from collections import deque
 
+from rich.text import Text
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Vertical
-from textual.widgets import DataTable, Label
+from textual.widgets import DataTable, Input, Label
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from opsctl.tui.modals import ConfirmScreen
@@ -51,8 +53,21 @@ class Pane(Vertical):
     switching away cancels its load (``cancel_load``)."""
 
     title = ""
+    #: The tab's title when the terminal is narrow (under 120 columns).
+    short = ""
     #: Reads telemetry (shows the window, follows window changes).
     telemetry = False
+    BINDINGS = [
+        Binding("slash", "filter", "Filter"),
+        Binding("escape", "clear_filter", "Clear filter", show=False),
+        Binding("j", "cursor('down')", "Down", show=False),
+        Binding("k", "cursor('up')", "Up", show=False),
+        Binding("g", "cursor('first')", "First", show=False),
+        Binding("G", "cursor('last')", "Last", show=False),
+        Binding("greater_than_sign", "sort_column(1)", "Sort next column", show=False),
+        Binding("less_than_sign", "sort_column(-1)", "Sort previous column", show=False),
+        Binding("I", "sort_invert", "Invert sort", show=False),
+    ]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -69,7 +84,116 @@ class Pane(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Label("", classes="error", id=f"{self.id}-error")
+        yield Input(placeholder="filter: rows containing this text (enter keeps it, esc clears)",
+                    id=f"{self.id}-filter", classes="filter")  # fmt: skip
+        yield Label("", id=f"{self.id}-view", classes="hint view")
         yield from self.body()
+
+    def on_mount(self) -> None:
+        self.query_one(f"#{self.id}-filter", Input).display = False
+        self._view_line()
+
+    # ---------------------------------------------------------------- tables
+
+    def table(self) -> OpsTable | None:
+        """The table the keys act on: the focused one, else the pane's first."""
+        focused = self.app.focused
+        if isinstance(focused, OpsTable) and focused in self.query(OpsTable):
+            return focused
+        tables = self.query(OpsTable)
+        return tables.first() if tables else None
+
+    def action_cursor(self, where: str) -> None:
+        t = self.table()
+        if t is not None:
+            {"down": t.action_cursor_down, "up": t.action_cursor_up, "first": t.action_first,
+             "last": t.action_last}[where]()  # fmt: skip
+
+    def action_filter(self) -> None:
+        box = self.query_one(f"#{self.id}-filter", Input)
+        box.display = True
+        box.focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == f"{self.id}-filter":
+            event.stop()
+            self._apply_filter(event.value.strip())
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == f"{self.id}-filter":
+            event.stop()
+            self._apply_filter(event.value.strip())
+            event.input.display = False
+            self._focus_table()
+
+    def action_clear_filter(self) -> None:
+        box = self.query_one(f"#{self.id}-filter", Input)
+        had = bool(box.value) or box.display
+        box.value = ""
+        box.display = False
+        self._apply_filter("")
+        self._focus_table()
+        if not had:
+            self.cleared()
+
+    def cleared(self) -> None:
+        """Esc with no filter to clear: a pane may drop a narrower view of its own."""
+
+    def _apply_filter(self, text: str) -> None:
+        for t in self.query(OpsTable):
+            if t.filter_text != text:
+                t.set_filter(text)
+        self._view_line()
+
+    def _focus_table(self) -> None:
+        t = self.table()
+        if t is not None:
+            t.focus()
+
+    def action_sort_column(self, step: int) -> None:
+        t = self.table()
+        if t is None:
+            return
+        current = t.sort_column if t.sort_column is not None else -step if step > 0 else 0
+        t.sort_by((current + step) % len(t.labels), t.sort_reverse or t.sort_column is None)
+        self._view_line()
+
+    def action_sort_invert(self) -> None:
+        t = self.table()
+        if t is not None:
+            t.sort_by(t.sort_column or 0, not t.sort_reverse)
+            self._view_line()
+
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        self.call_after_refresh(self._view_line)
+
+    def view_parts(self) -> list[str]:
+        """What narrows or orders this pane's rows, for the line above its table."""
+        parts = []
+        t = self.table()
+        if t is not None and t.filter_text:
+            parts.append(f"filter {t.filter_text!r} (esc clears)")
+        if t is not None and t.sort_column is not None:
+            arrow = "▼" if t.sort_reverse else "▲"
+            parts.append(f"sorted by {t.labels[t.sort_column]} {arrow} (< > I)")
+        return parts
+
+    def _view_line(self) -> None:
+        if not self.is_mounted:
+            return
+        line = self.query_one(f"#{self.id}-view", Label)
+        parts = self.view_parts()
+        line.update(" · ".join(parts))
+        line.display = bool(parts)
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        """Enter (or a click on the selected row) opens the row, where the pane can."""
+        if event.row_key is not None and event.row_key.value is not None:
+            event.stop()
+            self.open(event.row_key.value)
+
+    def open(self, key: str) -> None:
+        """Drill into the row ``key`` (the panes that can override this)."""
 
     def body(self) -> ComposeResult:
         yield from ()
@@ -182,10 +306,11 @@ class Pane(Vertical):
             try:
                 text = plan()
             except Exception as exc:
-                self.app.call_from_thread(self.app.notify, f"failed: {exc}", severity="error")
+                self.app.call_from_thread(self.app.notify, f"{title} failed: {exc}",
+                                          severity="error")  # fmt: skip
                 return
             if text is None:
-                self.app.call_from_thread(self.app.notify, "nothing to do")
+                self.app.call_from_thread(self.app.notify, f"{title} nothing to do")
                 return
             self.app.call_from_thread(self._confirm, title, text, work, done_message)
 
@@ -194,9 +319,10 @@ class Pane(Vertical):
     def _confirm(self, title: str, plan: str, work, done_message: str) -> None:
         def go(confirmed: bool | None) -> None:
             if confirmed:
+                self.app.log_event("action", f"{title} confirmed: running")
                 self.run_worker(lambda: self._act(work, done_message), thread=True)
             else:
-                self.app.notify("cancelled: nothing changed")
+                self.app.notify(f"{title} cancelled: nothing changed")
 
         self.app.push_screen(ConfirmScreen(title, plan), go)
 
@@ -204,25 +330,124 @@ class Pane(Vertical):
         try:
             result = work()
         except Exception as exc:
-            self.app.call_from_thread(self.app.notify, f"failed: {exc}", severity="error")
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            self.app.call_from_thread(self.app.notify, f"failed: {message}", severity="error")
             return
         self.app.call_from_thread(self.app.notify, done_message.format(result=result))
         self.app.call_from_thread(self.reload)
 
 
-def table(pane_id: str, *columns: str) -> DataTable:
-    t = DataTable(id=f"{pane_id}-table", cursor_type="row", zebra_stripes=True)
-    t.add_columns(*columns)
-    return t
+def _cell(v):
+    """What a cell shows: text for values, renderables (a sparkline) as they are."""
+    if v is None:
+        return "-"
+    return str(v) if isinstance(v, str | int | float) else v
 
 
-def fill(table: DataTable, rows: list[tuple], keys: list[str] | None = None) -> None:
-    cursor = table.cursor_row
-    table.clear()
-    for i, row in enumerate(rows):
-        table.add_row(*[("-" if v is None else str(v)) for v in row], key=keys[i] if keys else None)
-    if rows:
-        table.move_cursor(row=min(cursor, len(rows) - 1))
+def _sort_value(cell):
+    """Numbers sort as numbers ("1,234", "12.5 %", "3.0"), text as text, "-" and blanks last."""
+    if not isinstance(cell, str):
+        return (2, 0.0, "")
+    text = cell.strip()
+    if text in ("", "-", "never", "?"):
+        return (2, 0.0, "")
+    try:
+        return (0, float(text.replace(",", "").rstrip("%").strip()), "")
+    except ValueError:
+        return (1, 0.0, text.lower())
+
+
+class OpsTable(DataTable):
+    """A pane's table. It keeps every row it was given and shows them filtered (any cell
+    contains the text, case-insensitive) and sorted (by any column, numbers as numbers); the
+    selection follows the row's key across refreshes, filters and sorts."""
+
+    def __init__(self, *columns: str, **kwargs):
+        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
+        self.labels = list(columns)
+        self.all_rows: list[tuple] = []
+        self.all_keys: list[str] = []
+        self.filter_text = ""
+        self.sort_column: int | None = None
+        self.sort_reverse = False
+        self._add_columns()
+
+    def _add_columns(self) -> None:
+        for i, label in enumerate(self.labels):
+            if i == self.sort_column:
+                label = f"{label} {'▼' if self.sort_reverse else '▲'}"
+            self.add_column(Text(label), key=str(i))
+
+    def set_rows(self, rows: list[tuple], keys: list[str] | None = None) -> None:
+        if keys is None:  # the first cell names the row; repeated names get a counter
+            keys, seen = [], {}
+            for row in rows:
+                name = str(row[0])
+                seen[name] = seen.get(name, 0) + 1
+                keys.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
+        self.all_rows = [tuple(_cell(v) for v in row) for row in rows]
+        self.all_keys = list(keys)
+        self.redraw()
+
+    def shown(self) -> list[tuple[str, tuple]]:
+        """The rows on screen: filtered, then sorted."""
+        needle = self.filter_text.lower()
+        out = [
+            (k, r)
+            for k, r in zip(self.all_keys, self.all_rows, strict=True)
+            if not needle or any(isinstance(c, str) and needle in c.lower() for c in r)
+        ]
+        if self.sort_column is not None:
+            col = self.sort_column
+            out.sort(key=lambda kr: _sort_value(kr[1][col]), reverse=self.sort_reverse)
+        return out
+
+    def redraw(self, columns: bool = False) -> None:
+        selected = selected_key(self)
+        row, scroll = self.cursor_row, self.scroll_y
+        self.clear(columns=columns)
+        if columns:
+            self._add_columns()
+        rows = self.shown()
+        for key, cells in rows:
+            self.add_row(*cells, key=key)
+        if not rows:
+            return
+        keys = [k for k, _ in rows]
+        target = keys.index(selected) if selected in keys else min(row, len(rows) - 1)
+        self.scroll_to(y=scroll, animate=False, immediate=True)
+        self.move_cursor(row=target, animate=False)
+
+    def set_filter(self, text: str) -> None:
+        self.filter_text = text
+        self.redraw()
+
+    def sort_by(self, column: int, reverse: bool | None = None) -> None:
+        """Sort by ``column``; a new column starts largest first, the same one flips."""
+        if reverse is None:
+            reverse = not self.sort_reverse if column == self.sort_column else True
+        self.sort_column, self.sort_reverse = column, reverse
+        self.redraw(columns=True)
+
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        event.stop()
+        self.sort_by(event.column_index)
+
+    def action_first(self) -> None:
+        self.move_cursor(row=0)
+
+    def action_last(self) -> None:
+        self.move_cursor(row=max(self.row_count - 1, 0))
+
+
+def table(pane_id: str, *columns: str) -> OpsTable:
+    return OpsTable(*columns, id=f"{pane_id}-table")
+
+
+def fill(table: OpsTable, rows: list[tuple], keys: list[str] | None = None) -> None:
+    """Show ``rows`` (keyed by ``keys``, else by their first cell) under the table's filter
+    and sort; the selected row stays selected wherever it moved."""
+    table.set_rows(rows, keys)
 
 
 def selected_key(table: DataTable) -> str | None:

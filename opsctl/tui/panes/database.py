@@ -11,6 +11,7 @@ from opsctl.tui.panes.base import Pane, fill, selected_key, table
 
 class DatabasePane(Pane):
     title = "Database"
+    short = "DB"
     BINDINGS = [Binding("v", "vacuum", "VACUUM ANALYZE")]
 
     def body(self) -> ComposeResult:
@@ -20,6 +21,7 @@ class DatabasePane(Pane):
         return self.sources.tables()
 
     def show(self, data) -> None:
+        self.vendor = data.vendor
         fill(
             self.query_one(DataTable),
             [
@@ -39,10 +41,24 @@ class DatabasePane(Pane):
     def action_vacuum(self) -> None:
         table = selected_key(self.query_one(DataTable))
         if table:
-            self.act(
-                f"VACUUM (ANALYZE) {table}?",
-                f"Runs VACUUM (ANALYZE) on {table} outside a transaction with a lock "
-                "timeout; it does not block reads or writes. Recorded in the audit trail.",
-                lambda: self.sources.vacuum(table),
-                f"vacuumed {table}",
+            self.vacuum(table)
+
+    def vacuum(self, table: str) -> None:
+        """The key `v` and the command palette: the same plan, the same confirmation."""
+        if getattr(self, "vendor", "") == "sqlite":
+            title = "VACUUM the SQLite database file?"
+            plan = (
+                f"SQLite has no per-table VACUUM: this rewrites the whole database file "
+                f"(every table, not only {table}), then runs ANALYZE. While it runs it holds "
+                "an exclusive lock: writers wait (and readers too, in rollback-journal mode; "
+                "WAL readers go on), so saves stall until it ends. It needs free disk of "
+                "about twice the file's size next to it. Recorded in the audit trail."
             )
+        else:
+            title = f"VACUUM (ANALYZE) {table}?"
+            plan = (
+                f"Runs VACUUM (ANALYZE) on {table} outside a transaction with a lock "
+                "timeout. PostgreSQL's plain VACUUM does not block reads or writes (only "
+                "VACUUM FULL does). Recorded in the audit trail."
+            )
+        self.act(title, plan, lambda: self.sources.vacuum(table), f"vacuumed {table}")

@@ -13,6 +13,7 @@ from opsctl.tui.panes.base import Pane, fill, selected_key, table
 
 class FlagsPane(Pane):
     title = "Flags"
+    short = "Flags"
     BINDINGS = [Binding("s", "set_flag", "Set"), Binding("b", "rollback", "Roll back last")]
 
     def body(self) -> ComposeResult:
@@ -51,8 +52,12 @@ class FlagsPane(Pane):
 
     def action_set_flag(self) -> None:
         key = selected_key(self.query_one(DataTable))
-        if not key:
-            return
+        if key:
+            self.set_flag(key)
+
+    def set_flag(self, key: str) -> None:
+        """The key `s` and the command palette: the value and the reason in one dialog,
+        checked there (a bad value keeps the dialog open with what was typed)."""
 
         def chosen(answer):
             if answer:
@@ -66,7 +71,8 @@ class FlagsPane(Pane):
             else:
                 self.app.notify("cancelled: nothing changed")
 
-        self.app.push_screen(FlagChangeScreen(key, self.values.get(key, "?")), chosen)
+        current = getattr(self, "values", {}).get(key, "?")
+        self.app.push_screen(FlagChangeScreen(key, current, self.sources.check_flag_value), chosen)
 
     def action_rollback(self) -> None:
         state = {}

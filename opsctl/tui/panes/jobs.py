@@ -11,6 +11,7 @@ from opsctl.tui.panes.base import Pane, fill, selected_key, table
 
 class JobsPane(Pane):
     title = "Jobs"
+    short = "Jobs"
     BINDINGS = [Binding("c", "calibrate", "Calibrate exam")]
 
     def body(self) -> ComposeResult:
@@ -48,10 +49,14 @@ class JobsPane(Pane):
     def action_calibrate(self) -> None:
         exam = selected_key(self.query_one(DataTable))
         if exam:
-            self.act(
-                f"Calibrate exam {exam}?",
-                "Estimates item difficulties and abilities and replaces the current "
-                "results; the run is kept in the history.",
-                lambda: self.sources.calibrate(int(exam)),
-                f"exam {exam} calibrated",
-            )
+            self.calibrate(exam)
+
+    def calibrate(self, exam: str) -> None:
+        """The key `c` and the command palette: the same confirmation."""
+        self.act(
+            f"Calibrate exam {exam}?",
+            "Estimates item difficulties and abilities and replaces the current "
+            "results; the run is kept in the history.",
+            lambda: self.sources.calibrate(int(exam)),
+            f"exam {exam} calibrated",
+        )

@@ -22,6 +22,7 @@ def min_max(values: list[float], unit: str) -> str:
 
 class OverviewPane(Pane):
     title = "Overview"
+    short = "Over"
     telemetry = True
 
     def body(self) -> ComposeResult:
@@ -45,7 +46,7 @@ class OverviewPane(Pane):
         held = getattr(self, "_db_parts", None)
         if held is not None and now - held[0] < self.DB_EVERY:
             return _Data({"view": view, **held[1]})
-        parts: dict = {"alerts": [], "flags": [], "jobs": None, "errors": []}
+        parts: dict = {"alerts": None, "flags": [], "jobs": None, "errors": []}
         for key, fn in (
             ("alerts", s.open_alerts),
             ("flags", s.recent_flag_changes),
@@ -92,9 +93,14 @@ class OverviewPane(Pane):
             (r.route, f"{r.rps:.2f}", f"{r.error_pct:.1f}", f"{r.p95_ms:.1f}", f"{r.p99_ms:.1f}")
             for r in view.rows
         ]
-        fill(self.query_one(DataTable), rows)
-        lines = [f"open alerts: {len(d['alerts'])}"]
-        lines += [f"  {a.severity.upper()} {a.probe} on {a.host}: {a.message}" for a in d["alerts"]]
+        fill(self.query_one(DataTable), rows, [r.route for r in view.rows])
+        alerts = d["alerts"]
+        if alerts is None:  # not read (the database is unreachable): unknown, not zero
+            lines = ["open alerts: unknown (could not read them)"]
+        else:
+            lines = [f"open alerts: {len(alerts)}"]
+            lines += [f"  {a.severity.upper()} {a.probe} on {a.host}: {a.message}" for a in alerts]
+        self._alert_changes(alerts)
         lines.append(f"flags changed in the last hour: {len(d['flags'])}")
         lines += [f"  {e.key}: {e.reason} ({e.actor})" for e in d["flags"][:5]]
         if d["jobs"]:
@@ -113,6 +119,28 @@ class OverviewPane(Pane):
         if not view.rows and not view.coverage.empty:
             lines.append(f"no requests (server spans) among {view.coverage.spans:,} spans")
         self.query_one("#overview-status", Static).update("\n".join(lines))
+
+    def _alert_changes(self, alerts) -> None:
+        """Alerts opened and resolved since the last load go to the event log."""
+        if alerts is None:
+            return
+        now = {(a.severity, a.probe, a.host): a.message for a in alerts}
+        before = getattr(self, "_alerts", None)
+        self._alerts = now
+        if before is None:
+            for (sev, probe, host), message in now.items():
+                self.app.log_event("alert", f"open: {sev.upper()} {probe} on {host}: {message}")
+            return
+        for key in now.keys() - before.keys():
+            sev, probe, host = key
+            self.app.log_event("alert", f"opened: {sev.upper()} {probe} on {host}: {now[key]}")
+        for key in before.keys() - now.keys():
+            sev, probe, host = key
+            self.app.log_event("alert", f"resolved: {sev.upper()} {probe} on {host}")
+
+    def open(self, route: str) -> None:
+        """Enter on a route: its slowest traces."""
+        self.app.drill_route(route)
 
 
 class _Data:

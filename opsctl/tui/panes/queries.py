@@ -1,11 +1,13 @@
-"""Queries: SQL per fingerprint over the window (sortable), EXPLAIN, N+1 offenders."""
+"""Queries: SQL per fingerprint over the window (sortable), the full statement on enter,
+EXPLAIN with advice, N+1 offenders."""
 
 from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import DataTable, Label
+from textual.widgets import Label
 
+from opsctl.tui.drill import QueryScreen, one_line
 from opsctl.tui.modals import TextScreen
 from opsctl.tui.panes.base import Pane, cancelled, fill, selected_key, table, window_line
 
@@ -16,12 +18,13 @@ def ms(value: float | None, digits: int = 2) -> str:
 
 class QueriesPane(Pane):
     title = "Queries"
+    short = "SQL"
     telemetry = True
     BINDINGS = [
-        Binding("t", "sort('total')", "By total"),
-        Binding("m", "sort('mean')", "By mean"),
-        Binding("p", "sort('p95')", "By p95"),
-        Binding("c", "sort('calls')", "By calls"),
+        Binding("t", "by('total')", "By total", show=False),
+        Binding("m", "by('mean')", "By mean", show=False),
+        Binding("p", "by('p95')", "By p95", show=False),
+        Binding("c", "by('calls')", "By calls", show=False),
         Binding("e", "explain", "Explain"),
         Binding("n", "nplusone", "N+1"),
     ]
@@ -38,42 +41,45 @@ class QueriesPane(Pane):
         return self.sources.queries(self.window_seconds, self.by, cancelled)
 
     def show(self, data) -> None:
-        line = window_line(self, data) + f" · by {self.by}"
+        line = window_line(self, data) + f" · top 50 by {self.by} (t m p c)"
         if data.coverage.empty and not data.loading:
             line += " · NO DATA in the window"
         self.query_one("#queries-window", Label).update(line)
         self.examples = {q.fingerprint: q.example for q in data.rows}
         fill(
-            self.query_one(DataTable),
+            self.query_one(f"#{self.id}-table"),
             [
                 (q.fingerprint, q.calls, ms(q.total_ms, 1), ms(q.mean_ms), ms(q.p95_ms),
-                 " ".join(q.example.split())[:60])
+                 one_line(q.example)[:60])
                 for q in data.rows
             ],
             [q.fingerprint for q in data.rows],
         )  # fmt: skip
 
-    def action_sort(self, by: str) -> None:
+    def action_by(self, by: str) -> None:
+        """Which 50 statements to read (the source ranks them); the table shows them so."""
         self.by = by
+        t = self.table()
+        if t is not None and t.sort_column is not None:
+            t.sort_column = None
+            t.redraw(columns=True)
+            self._view_line()
         self.restart()
 
+    def open(self, fp: str) -> None:
+        self.app.push_screen(
+            QueryScreen(self.examples.get(fp, ""), fp, "an example of this fingerprint")
+        )
+
     def action_explain(self) -> None:
-        fp = selected_key(self.query_one(DataTable))
+        fp = selected_key(self.query_one(f"#{self.id}-table"))
         if fp:
-            self.run_worker(lambda: self._explain(fp), thread=True)
-
-    def _explain(self, fp: str) -> None:
-        from opsctl.render_plan import render
-
-        example = self.examples.get(fp) or ""
-        if not example:
-            body = "no statement text for this fingerprint (Prometheus keeps none)"
-        else:
-            try:
-                body = render(self.sources.explain(example))
-            except Exception as exc:
-                body = f"explain failed: {exc}"
-        self.app.call_from_thread(self.app.push_screen, TextScreen(f"plan of {fp}", body))
+            example = self.examples.get(fp) or ""
+            if not example:
+                self.app.notify("no statement text for this fingerprint (Prometheus keeps none)",
+                                severity="warning")  # fmt: skip
+                return
+            self.app.explain(example, fp)
 
     def action_nplusone(self) -> None:
         self.run_worker(self._nplusone, thread=True)

@@ -10,6 +10,7 @@ from opsctl.tui.panes.base import Pane, fill, table
 
 class ResourcesPane(Pane):
     title = "Resources"
+    short = "Res"
 
     def body(self) -> ComposeResult:
         yield table(self.id, "probe", "value %", "warn", "crit", "state", "detail")

@@ -12,7 +12,9 @@ from opsctl.tui.panes.base import Pane, fill, table
 
 class RetentionPane(Pane):
     title = "Retention"
-    BINDINGS = [Binding("d", "dry_run", "Dry run"), Binding("r", "retention_run", "Run")]
+    short = "Ret"
+    # `r` is refresh on every pane; the purge is `p`, after the same confirmation.
+    BINDINGS = [Binding("d", "dry_run", "Dry run"), Binding("p", "retention_run", "Purge")]
 
     def body(self) -> ComposeResult:
         yield table(self.id, "policy", "period d", "eligible", "oldest d", "last run", "outcome")
@@ -40,8 +42,15 @@ class RetentionPane(Pane):
         self.run_worker(self._dry, thread=True)
 
     def _dry(self) -> None:
-        report = self.sources.retention_run(dry_run=True)
+        try:
+            report = self.sources.retention_run(dry_run=True)
+        except Exception as exc:
+            self.app.call_from_thread(self.app.notify, f"retention dry run failed: {exc}",
+                                      severity="error")  # fmt: skip
+            return
         text = "\n".join(f"{r.name}: would delete {r.eligible_before}" for r in report.policies)
+        self.app.call_from_thread(self.app.log_event, "action", "retention dry run: "
+                                  + "; ".join(text.splitlines()))  # fmt: skip
         self.app.call_from_thread(self.app.push_screen, TextScreen("retention dry run", text))
 
     def action_retention_run(self) -> None:

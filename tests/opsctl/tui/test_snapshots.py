@@ -1,6 +1,7 @@
-"""Snapshot tests (pytest-textual-snapshot) of the main panes at 80x24 and 160x50, on fixed
-data so the pictures are stable. Update them with `pytest --snapshot-update` after an
-intended change, and look at the report before committing."""
+"""Snapshot tests (pytest-textual-snapshot) of every pane, the help and the drill-down
+screens at 80x24 and 160x50, on fixed data so the pictures are stable. Update them with
+`pytest --snapshot-update` after an intended change, and look at the report before
+committing."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from types import SimpleNamespace as NS
 
 import pytest
 
-from opsctl.telemetry import Coverage, RouteStats
+from opsctl.db.health import DatabaseHealth, TableHealth
+from opsctl.telemetry import Coverage, QueryStats, RouteStats, TraceNode, TraceSummary
 from opsctl.tui.app import OpsApp
 from opsctl.tui.sources import TelemetryView
 
@@ -66,14 +68,95 @@ class FixedSources:
     def scheduled_flags(self):
         return []
 
+    def traces(self, window, route=None, cancelled=None):
+        rows = [
+            TraceSummary(f"{i:02x}" * 16, r, f"POST {r}", AT.isoformat(), ms, 200, False, 9, 6,
+                         i == 1)
+            for i, (r, ms) in enumerate([
+                ("api/sessions/<int:session_id>/answers/", 48.2),
+                ("api/exams/<int:exam_id>/sessions/", 31.0),
+                ("api/sessions/<int:session_id>/answers/", 12.5),
+            ])
+            if not route or route in r
+        ]  # fmt: skip
+        return TelemetryView(rows, Coverage(window, 9900, 60.0), age=2.0)
+
+    def trace(self, trace_id, start=None):
+        return [
+            TraceNode("a", "POST api/sessions/<int:session_id>/answers/", "server", 0.0, 48.2, 0),
+            TraceNode("b", "SELECT exams_session", "client", 1.2, 3.1, 1, LONG_SQL,
+                      "845bf9c093da7884"),
+            TraceNode("c", "INSERT exams_answer", "client", 5.0, 2.2, 1, INSERT_SQL,
+                      "ceb8f50734b9ecd6"),
+        ]  # fmt: skip
+
+    def queries(self, window, by="total", cancelled=None):
+        answers = ["api/sessions/<int:session_id>/answers/"]
+        rows = [
+            QueryStats("845bf9c093da7884", 1800, 5400.0, 3.0, 7.5, 21.0, 1800, answers, LONG_SQL),
+            QueryStats("ceb8f50734b9ecd6", 1800, 3960.0, 2.2, 4.1, 9.0, 1800, answers,
+                       INSERT_SQL),
+            QueryStats("9103e84d6528f2f0", 120, 96.0, 0.8, 1.2, 3.0, 120,
+                       ["api/exams/<int:exam_id>/sessions/"],
+                       'SELECT "exams_exam"."id" FROM "exams_exam" WHERE "exams_exam"."id" = %s'),
+        ]  # fmt: skip
+        return TelemetryView(rows, Coverage(window, 9900, 60.0), age=2.0)
+
+    def tables(self):
+        return DatabaseHealth("postgresql", [
+            TableHealth("exams_answer", 1_250_000, 180_000_000, 90_000_000, 41_000, 3.2,
+                        autovacuum_due=False),
+            TableHealth("exams_examsession", 40_000, 6_000_000, 2_000_000, 9_500, 19.2,
+                        autovacuum_due=True),
+            TableHealth("exams_student", 40_000, 4_000_000, 1_000_000, 12, 0.0,
+                        autovacuum_due=False),
+        ])  # fmt: skip
+
+    def resources(self):
+        rows = [
+            ("cpu", 41.0, 80.0, 95.0, "ok", "2 cores"),
+            ("memory", 63.5, 85.0, 95.0, "ok", "3.1 of 4.9 GB"),
+            ("disk.database", 88.0, 85.0, 95.0, "warning", "var/db: 44 of 50 GB"),
+            ("connections", None, 80.0, 95.0, "unknown", "pg_stat_activity: permission denied"),
+        ]
+        history = [NS(opened_at=AT, severity="warning", probe="disk.database", host="app1",
+                      resolved_at=None)]  # fmt: skip
+        return rows, history
+
+    def retention(self):
+        return [
+            NS(name=n, period_days=d, eligible_now=e, oldest_age_days=o, last_run_at=AT,
+               last_outcome="ok", overdue=False)
+            for n, d, e, o in (("answer_journal", 30, 1200, 41.5), ("audit", 400, 0, 120.0),
+                               ("telemetry_files", 7, 36, 8.0))
+        ]  # fmt: skip
+
+
+LONG_SQL = (
+    "WITH s AS (SELECT s.id, s.status, s.deadline < %(cutoff)s AS overdue FROM "
+    "exams_examsession s JOIN exams_student st ON st.id = s.student_id WHERE s.id = "
+    "%(session)s AND st.token_hash = %(token)s FOR KEY SHARE OF s) SELECT * FROM s"
+)
+INSERT_SQL = 'INSERT INTO "exams_answer" ("session_id", "question", "answer") VALUES (%s, %s, %s)'
+
 
 def app(size_name):
     return OpsApp(FixedSources(), refresh_seconds=3600, clock=False)
 
 
+#: What to press to get each picture: the panes 1-8, the help, the drill-down screens, and
+#: a table sorted and filtered (the indicator in the header, the filter line above).
+SCREENS = {
+    "overview": [], "traces": ["2"], "queries": ["3"], "database": ["4"], "resources": ["5"],
+    "retention": ["6"], "flags": ["7"], "jobs": ["8"], "help": ["question_mark"],
+    "waterfall": ["2", "enter"], "query": ["2", "enter", "enter"],
+    "sorted-filtered": ["4", "greater_than_sign", "slash", *"exams_", "enter"],
+}  # fmt: skip
+
+
 @pytest.mark.parametrize("size", [(80, 24), (160, 50)], ids=["80x24", "160x50"])
-@pytest.mark.parametrize("keys", [[], ["7"]], ids=["overview", "flags"])
-def test_main_panes(snap_compare, size, keys):
+@pytest.mark.parametrize("keys", list(SCREENS.values()), ids=list(SCREENS))
+def test_screens(snap_compare, size, keys):
     async def settle(pilot):
         await pilot.pause()
         await pilot.app.workers.wait_for_complete()

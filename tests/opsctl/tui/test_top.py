@@ -10,6 +10,7 @@ from textual.widgets import DataTable
 from backend.exams.models import CalibrationRun
 from backend.ops.models import AuditEvent
 from opsctl.tui.app import OpsApp
+from opsctl.tui.drill import ExplainScreen, WaterfallScreen
 from opsctl.tui.modals import ConfirmScreen, FlagChangeScreen, TextScreen
 
 SIZE = (120, 40)
@@ -88,8 +89,8 @@ async def test_traces_filter_and_waterfall(seeded):
         assert rows(app, "traces") == 3
         await pilot.press("enter")
         await settle(pilot)
-        assert isinstance(app.screen, TextScreen)
-        assert "POST api/sessions" in str(app.screen.body)
+        assert isinstance(app.screen, WaterfallScreen)
+        assert any(n.name.startswith("POST api/sessions") for n in app.screen.nodes)
 
 
 async def test_queries_explain_and_nplusone(seeded):
@@ -99,7 +100,8 @@ async def test_queries_explain_and_nplusone(seeded):
         await settle(pilot)
         await pilot.press("e")
         await settle(pilot)
-        assert isinstance(app.screen, TextScreen) and app.screen.title_text.startswith("plan of")
+        assert isinstance(app.screen, ExplainScreen)
+        assert str(app.screen.query_one(".drill-title").render()).startswith("plan of")
         await pilot.press("escape", "n")
         await settle(pilot)
         assert app.screen.title_text == "N+1 offenders"

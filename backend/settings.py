@@ -114,6 +114,9 @@ RASCH_SCALE_SD = config.env_number("RASCH_SCALE_SD", 100, float, minimum=1)
 # Auto-save served straight from WSGI (backend/exams/save_fastpath.py); 0 sends it through
 # Django's full request stack like every other route.
 SAVE_FASTPATH = config.env_bool("SAVE_FASTPATH", True)
+# PostgreSQL: the save's statement is prepared once per pooled connection (sessions.py says
+# why); 0 for a transaction-mode pooler (PgBouncer) in front of PostgreSQL.
+SAVE_PREPARED = config.env_bool("SAVE_PREPARED", True)
 
 # Feature flags are re-read from the database at most this often per process.
 FLAGS_CACHE_SECONDS = config.env_number("FLAGS_CACHE_SECONDS", 5, float)

@@ -9,24 +9,32 @@ everything else to Django.
 It is a second face of the same service, not a second implementation: ``sessions.save_answer``
 does the work; the token, the body and every error go through the same functions the Django
 view uses (``auth.token_hash_from_header``, ``http.parse_json_object``, ``http.error_for``);
-Django's request signals run (they hand pooled connections back); the response headers are
-SecurityMiddleware's own; and the telemetry is the Django instrumentation's spans and
-metrics (backend/ops/request_telemetry.py). tests/backend/test_save_fastpath.py checks that
-both paths answer byte for byte the same. ``SAVE_FASTPATH=0`` switches it off.
+the response headers are SecurityMiddleware's own; and the telemetry is the Django
+instrumentation's spans and metrics (backend/ops/request_telemetry.py).
+tests/backend/test_save_fastpath.py checks that both paths answer byte for byte the same.
+``SAVE_FASTPATH=0`` switches it off.
+
+One deliberate difference: Django's request signals do not run, so the thread keeps its
+database connection from one save to the next (``_release_connection_if_due`` says when it
+goes back to the pool).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import http
 import json
 import logging
 import re
+import time
 
 from django.conf import settings
-from django.core import signals
 from django.core.exceptions import DisallowedHost, ImproperlyConfigured
 from django.core.serializers.json import DjangoJSONEncoder
+from django.core.signals import setting_changed
+from django.db import connection
+from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse
 from django.utils.http import parse_header_parameters
 
@@ -43,6 +51,8 @@ from backend.exams.http import (
 log = logging.getLogger("django.request")
 
 _PATH = re.compile(r"/api/sessions/([0-9]+)/answers/\Z")
+#: How long a thread keeps its database connection between saves (see _release_connection_if_due).
+HOLD_SECONDS = 30.0
 
 
 class SaveFastPath:
@@ -70,7 +80,6 @@ class SaveFastPath:
         return self._save(environ, start_response, int(match.group(1)))
 
     def _save(self, environ, start_response, session_id: int):
-        signals.request_started.send(sender=self.__class__, environ=environ)
         rec, scope = None, contextlib.nullcontext()
         if settings.TELEMETRY_ENABLED:
             from backend.ops.request_telemetry import ServerRequest
@@ -95,7 +104,7 @@ class SaveFastPath:
         finally:
             if rec is not None:
                 rec.end(status, fault)
-            signals.request_finished.send(sender=self.__class__)
+            _release_connection_if_due()
         headers = [
             ("Content-Type", "application/json"),
             ("Content-Length", str(len(body))),
@@ -120,7 +129,7 @@ class SaveFastPath:
     def _security_headers(self, environ) -> list[tuple[str, str]]:
         """The headers SecurityMiddleware adds to a JSON response, asked of it once per
         scheme (HSTS depends on it)."""
-        secure = _request(environ).is_secure()
+        _, secure = _facts(_facts_key(environ))
         if secure not in self._headers:
             from django.middleware.security import SecurityMiddleware
 
@@ -132,6 +141,28 @@ class SaveFastPath:
                 (k, v) for k, v in response.items() if k.lower() != "content-type"
             ]
         return self._headers[secure]
+
+
+def _release_connection_if_due() -> None:
+    """Keep this thread's database connection for its next save, unless it failed or has been
+    held for HOLD_SECONDS.
+
+    Django's request signals hand the connection back to the pool after every request and
+    take one again on the next: on the save, that lending cost more CPU than the statement
+    (about a quarter of the fast path). A gthread worker's threads are long-lived and each
+    holds at most one connection either way, so the pool (DB_POOL_MAX >= threads) is never
+    drained by this. A connection that saw a database error goes back at once (the pool
+    discards a broken one), and any other after HOLD_SECONDS, so the pool's lifetime limits
+    and a restarted PostgreSQL still reach it. A Django request on the same thread starts by
+    handing it back as usual."""
+    conn = connection
+    if conn.connection is None or conn.in_atomic_block:  # a test's transaction, never a save's
+        return
+    # close_at is the connection's start plus CONN_MAX_AGE, which is 0 here (the pool forbids
+    # persistent connections): the time it was taken.
+    held_since = conn.close_at if conn.close_at is not None else 0.0
+    if conn.errors_occurred or time.monotonic() - held_since >= HOLD_SECONDS:
+        conn.close()
 
 
 def _body(environ) -> bytes:
@@ -156,13 +187,45 @@ def _request(environ) -> HttpRequest:
     return request
 
 
+# The environ keys Django's get_host() and is_secure() read. Their answers depend on these
+# values and on settings only, and building a request to ask cost a tenth of the save's CPU:
+# each answer is kept per combination (a bounded cache; a client varying Host only evicts).
+_HOST_KEYS = ("HTTP_X_FORWARDED_HOST", "HTTP_X_FORWARDED_PORT", "HTTP_HOST", "SERVER_NAME",
+              "SERVER_PORT", "wsgi.url_scheme")  # fmt: skip
+
+
+def _facts_key(environ) -> tuple:
+    proxy = settings.SECURE_PROXY_SSL_HEADER
+    return (*(environ.get(k) for k in _HOST_KEYS), environ.get(proxy[0]) if proxy else None)
+
+
+@functools.lru_cache(maxsize=256)
+def _facts(key: tuple) -> tuple[str | None, bool]:
+    """(the DisallowedHost message or None, is_secure) for one ``_facts_key``."""
+    environ = {k: v for k, v in zip(_HOST_KEYS, key, strict=False) if v is not None}
+    proxy = settings.SECURE_PROXY_SSL_HEADER
+    if proxy and key[-1] is not None:
+        environ[proxy[0]] = key[-1]
+    request = _request(environ)
+    try:
+        request.get_host()
+        refused = None
+    except DisallowedHost as exc:
+        refused = str(exc)
+    return refused, request.is_secure()
+
+
+@receiver(setting_changed)
+def _settings_changed(**kwargs) -> None:
+    _facts.cache_clear()
+
+
 def _check_host(environ) -> None:
     """ALLOWED_HOSTS, as CommonMiddleware checks it on every request; a bad host is Django's
     400, logged where Django logs it."""
-    try:
-        _request(environ).get_host()
-    except DisallowedHost as exc:
-        logging.getLogger("django.security.DisallowedHost").error(str(exc))
+    refused, _ = _facts(_facts_key(environ))
+    if refused is not None:
+        logging.getLogger("django.security.DisallowedHost").error(refused)
         raise ApiError(400, "bad request") from None
 
 

@@ -6,6 +6,7 @@ Views and jobs call these functions; they raise ``ApiError`` for anything a clie
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -250,7 +251,7 @@ def _save_pg(session_id, token_hash, question, part, answer, seq, now, cutoff) -
         "answer": answer, "seq": seq, "now": now, "cutoff": cutoff,
         "journal": journal_enabled(),
     }  # fmt: skip
-    with connection.cursor() as cur:
+    with _prepared_cursor() as cur:
         cur.execute(_SAVE_PG_AUTO if seq is None else _SAVE_PG_SEQ, params)
         row = cur.fetchone()
     if row is None:
@@ -266,6 +267,45 @@ def _save_pg(session_id, token_hash, question, part, answer, seq, now, cutoff) -
     if (seq is not None and stored_seq != seq) or stored_value != answer:
         return SaveResult("stale", stored_seq)
     return SaveResult("saved", stored_seq)
+
+
+def _prepared_cursor():
+    """A Django cursor (its wrappers: telemetry, debug logging, error translation) over a
+    psycopg cursor that binds on the server and prepares the statement on its connection.
+
+    The save's statement is the same on every call: prepared, PostgreSQL parses and plans it
+    once per pooled connection instead of on every save, and psycopg sends the parameters
+    instead of quoting them into the text. Only the save does this: Django keeps client-side
+    binding for the ORM (server-side binding changes how some ORM queries type their
+    parameters), and turns automatic preparing off (for poolers such as PgBouncer in
+    transaction mode, which this statement would also break: SAVE_PREPARED=0 turns it off)."""
+    if not settings.SAVE_PREPARED or connection.queries_logged:
+        # Django's query log reads the statement's text back from the cursor, which a
+        # prepared execution does not keep: with DEBUG (or a test capturing queries) it is
+        # sent as text, as every other statement.
+        return connection.cursor()
+    connection.ensure_connection()
+    conn = connection.connection
+    if conn.prepare_threshold is None:
+        # Django turns preparing off with None, which also ignores prepare=True; a threshold
+        # no statement reaches keeps the ORM's statements unprepared and lets this one be.
+        conn.prepare_threshold = _NEVER
+    with connection.wrap_database_errors:
+        return connection._prepare_cursor(_prepared_cursor_class()(conn))
+
+
+_NEVER = 2**62
+
+
+@functools.cache
+def _prepared_cursor_class():
+    import psycopg
+
+    class PreparedCursor(psycopg.Cursor):
+        def execute(self, query, params=None, *, prepare=None, binary=None):
+            return super().execute(query, params, prepare=True, binary=binary)
+
+    return PreparedCursor
 
 
 def _score_locked_session(session: ExamSession) -> tuple[int, int]:

@@ -348,3 +348,76 @@ def test_unsampled_failures_and_slow_saves_keep_their_server_span(unsampled_tele
         for a in _server_spans(unsampled_telemetry)
     )
     assert kept == [("error", "500"), ("slow", "200")]
+
+
+def _save_executions() -> int:
+    """How often this connection ran the save's prepared statement (PostgreSQL counts plans)."""
+    from django.db import connection
+
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT coalesce(sum(generic_plans + custom_plans), 0) FROM pg_prepared_statements"
+            " WHERE statement LIKE %s",
+            ["%FOR KEY SHARE OF s%"],
+        )
+        return int(cur.fetchone()[0])
+
+
+@pytest.mark.postgres_only
+def test_the_save_statement_is_prepared_once_and_reused(settings):
+    _, sid, tok = _fresh()
+    settings.SAVE_PREPARED = False
+    before = _save_executions()
+    assert call(FAST, _path(sid), {"question": 1, "answer": "1", "seq": 1}, tok)[0] == "200 OK"
+    assert _save_executions() == before  # sent as text
+    settings.SAVE_PREPARED = True
+    for seq in (2, 3, 4):
+        status, _, body = call(FAST, _path(sid), {"question": 1, "answer": str(seq), "seq": seq},
+                               tok)  # fmt: skip
+        assert (status, json.loads(body)) == ("200 OK", {"status": "saved", "seq": seq})
+    assert _save_executions() == before + 3
+    assert _stored(sid)[0] == [(1, "", "4", 4)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_thread_keeps_its_connection_between_saves(monkeypatch):
+    from django.db import connection
+
+    from backend.exams import save_fastpath
+
+    _, sid, tok = _fresh()
+    connection.close()
+    assert call(FAST, _path(sid), {"question": 1, "answer": "1", "seq": 1}, tok)[0] == "200 OK"
+    kept = connection.connection
+    assert kept is not None  # no request_finished: it was not handed back
+    assert call(FAST, _path(sid), {"question": 1, "answer": "2", "seq": 2}, tok)[0] == "200 OK"
+    assert connection.connection is kept
+    # Held for HOLD_SECONDS, it goes back to the pool (which recycles and replaces them).
+    monkeypatch.setattr(save_fastpath, "HOLD_SECONDS", 0.0)
+    assert call(FAST, _path(sid), {"question": 1, "answer": "3", "seq": 3}, tok)[0] == "200 OK"
+    assert connection.connection is None
+    assert _stored(sid)[0] == [(1, "", "3", 3)]
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_a_connection_that_failed_is_given_back_and_the_next_save_gets_a_new_one():
+    import psycopg
+    from django.db import connection
+
+    from backend.config import database_url
+
+    _, sid, tok = _fresh()
+    connection.close()
+    assert call(FAST, _path(sid), {"question": 1, "answer": "1", "seq": 1}, tok)[0] == "200 OK"
+    pid = connection.connection.info.backend_pid
+    name = connection.settings_dict["NAME"]
+    with psycopg.connect(database_url().rsplit("/", 1)[0] + f"/{name}", autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [pid])
+    status, _, body = call(FAST, _path(sid), {"question": 1, "answer": "2", "seq": 2}, tok)
+    assert status.startswith("503"), (status, body)
+    assert "error" in json.loads(body)
+    assert connection.connection is None  # the broken one went back (the pool drops it)
+    status, _, body = call(FAST, _path(sid), {"question": 1, "answer": "2", "seq": 2}, tok)
+    assert (status, json.loads(body)) == ("200 OK", {"status": "saved", "seq": 2})
+    assert connection.connection.info.backend_pid != pid

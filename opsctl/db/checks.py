@@ -211,6 +211,15 @@ FROM sized
 """
 
 
+# Relations whose size statistics were never gathered (reltuples -1 until the first VACUUM or
+# ANALYZE): no estimate can be made for them, and the summary says so.
+_NEVER_ANALYZED = """
+SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = :kind AND c.reltuples < 0
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast'
+"""
+
+
 def _bloat(conn, th: Thresholds, check: str, sql: str, what: str) -> CheckResult:
     from sqlalchemy import text
 
@@ -226,8 +235,14 @@ def _bloat(conn, th: Thresholds, check: str, sql: str, what: str) -> CheckResult
                 f"{pages * bs / 1e6:.1f} MB (an estimate from pg_stats; ANALYZE first)",
             ))  # fmt: skip
     findings.sort(key=lambda f: -(f.value or 0))
-    return _result(check, findings, f"no {what} estimated over {th.bloat_pct:g}% and "
-                   f"{th.bloat_min_bytes / 1e6:g} MB bloat (an estimate)")  # fmt: skip
+    result = _result(check, findings, f"no {what} estimated over {th.bloat_pct:g}% and "
+                     f"{th.bloat_min_bytes / 1e6:g} MB bloat (an estimate)")  # fmt: skip
+    kind = "r" if check == "table_bloat" else "i"
+    never = conn.execute(text(_NEVER_ANALYZED), {"kind": kind}).scalar() or 0
+    if never:
+        result.summary += (f"; {never} {'tables' if kind == 'r' else 'indexes'} never "
+                           "analyzed, not estimated (run ANALYZE)")  # fmt: skip
+    return result
 
 
 def table_bloat(conn, th: Thresholds) -> CheckResult:

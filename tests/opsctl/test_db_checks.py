@@ -143,6 +143,8 @@ def test_postgresql_conditions_are_each_reported(scratch_pg):
 
     # Bloat is judged over 100 MB by default: this small table is not worth a finding...
     assert by["table_bloat"]["status"] == "ok" and "estimate" in by["table_bloat"]["summary"]
+    # answers, exams, legacy and frozen were never analyzed: no estimate, and it says so.
+    assert "4 tables never analyzed, not estimated (run ANALYZE)" in by["table_bloat"]["summary"]
     # ... with the floor at 1 MB the estimate finds what the DELETE left behind.
     report = run_checks(scratch_pg, Thresholds(bloat_min_bytes=1_000_000),
                         only=["table_bloat", "index_bloat"])  # fmt: skip

@@ -39,9 +39,12 @@ class MigrationRefused(OpsError):
 
 class LockTimeout(OpsError):
     """A migration could not take its lock within lock_timeout; nothing of it was applied
-    (exit 3: retry later)."""
+    (exit 3: retry later). ``attempts``: each try (ApplyAttempt); ``applied``: the plan's
+    migrations that did apply before it."""
 
     exit_code = 3
+    attempts: list = []
+    applied: list[str] = []
 
 
 @dataclass
@@ -250,6 +253,11 @@ def _first_unapplied(the_plan: MigrationPlan):
     return None
 
 
+def _applied_now(the_plan: MigrationPlan) -> list[str]:
+    done = _executor().loader.applied_migrations
+    return [f"{s.app}.{s.name}" for s in the_plan.steps if (s.app, s.name) in done]
+
+
 def apply(
     allow: set[str] | None = None,
     lock_timeout: str = "5s",
@@ -323,12 +331,15 @@ def apply(
                         if stuck is None or stuck.atomic
                         else "(not retried: it is not atomic, so part of it may have run)"
                     )
-                    raise LockTimeout(
+                    exc_out = LockTimeout(
                         f"{label} could not get its lock within {lock_timeout} {why}: another "
                         f"transaction holds the table; that migration was rolled back, nothing "
                         f"of it applied. Retry when traffic is lower, or find the blocker with "
-                        f"pg_stat_activity"
-                    ) from None
+                        f"`opsctl db activity`"
+                    )
+                    exc_out.attempts = list(the_plan.attempts)
+                    exc_out.applied = _applied_now(the_plan)
+                    raise exc_out from None
                 time.sleep(wait)
                 continue
             outcome, error = "ok", ""

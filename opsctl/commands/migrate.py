@@ -111,7 +111,7 @@ def apply_cmd(
         False,
         "--json",
         help="JSON: {applied: [app.name], attempts: [{attempt, outcome, migration, error, "
-        "retry_in_seconds}]}.",
+        "retry_in_seconds}]} (also when every attempt timed out, with exit 3).",
     ),
     database_url: str = DB_OPT,
 ) -> None:
@@ -148,11 +148,16 @@ def apply_cmd(
             raise CommandError("not on a terminal: add --yes to apply without asking")
         if not typer.confirm(f"apply {len(plan.steps)} migration(s)?"):
             raise CommandError("cancelled; nothing applied")
-    done = schema_changes.apply(
-        allow=set(allow or ()), lock_timeout=lock_timeout,
-        statement_timeout=statement_timeout, actor=actor, lock_retries=lock_retries,
-        retry_delay=retry_delay, on_attempt=None if as_json else _print_attempt,
-    )  # fmt: skip
+    try:
+        done = schema_changes.apply(
+            allow=set(allow or ()), lock_timeout=lock_timeout,
+            statement_timeout=statement_timeout, actor=actor, lock_retries=lock_retries,
+            retry_delay=retry_delay, on_attempt=None if as_json else _print_attempt,
+        )  # fmt: skip
+    except schema_changes.LockTimeout as exc:
+        if as_json:  # what happened, on stdout; the error stays one line on stderr
+            emit_json({"applied": exc.applied, "attempts": exc.attempts})
+        raise
     applied = [f"{s.app}.{s.name}" for s in done.steps]
     if as_json:
         emit_json({"applied": applied, "attempts": done.attempts})

@@ -350,6 +350,14 @@ def test_cli_apply_reports_each_attempt_and_fails_with_one_line(blocker):
     assert "attempt 2: lock timeout on lint_cases.0002_book_author" in r.stdout
     assert r.stderr.count("\n") == 1 and "in 2 attempt(s)" in r.stderr
     assert "Traceback" not in r.output
+    r = CliRunner().invoke(app, [*args, "--json"])
+    assert r.exit_code == 3 and r.stderr.count("\n") == 1
+    failed = json.loads(r.stdout)
+    assert failed["applied"] == []
+    assert [(a["attempt"], a["outcome"], a["migration"]) for a in failed["attempts"]] == [
+        (1, "lock-timeout", "lint_cases.0002_book_author"),
+        (2, "lock-timeout", "lint_cases.0002_book_author"),
+    ]
 
     blocker.rollback()
     r = CliRunner().invoke(app, [*args, "--json"])

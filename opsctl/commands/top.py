@@ -22,7 +22,8 @@ def command(
     prometheus: str = options.PROMETHEUS,
     database_url: str = options.DATABASE_URL,
 ) -> None:
-    """The live console: routes, traces, SQL, database, resources, retention, flags, jobs.
+    """The live console: routes, traces, SQL, database, resources, retention, flags, jobs,
+    activity (sessions and the blocking tree).
 
     Number keys switch panes, w changes the telemetry window, ? shows every key, q quits.
 

@@ -196,3 +196,25 @@ def test_top_from_pg_since_takes_only_what_ran_in_the_window(database_url, hypo_
     (kind,) = [m for m in body["indexes"] if m["columns"] == ["kind"]]
     assert kind["status"] in {"verified", "rejected"}  # tested, whatever the verdict
     assert kind["statements"][0]["cost_before"] > 0
+
+
+@pytest.mark.postgres_only
+def test_a_user_who_may_not_create_hypothetical_indexes_gets_unverified(database_url, hypo_table):
+    import os
+
+    role = f"opsctl_hypo_test_{os.getpid()}"
+    with hypo_table.begin() as conn:
+        conn.execute(text(f"CREATE ROLE {role} LOGIN"))
+        conn.execute(text(f"GRANT SELECT ON hypo_events TO {role}"))
+        conn.execute(text("REVOKE EXECUTE ON FUNCTION hypopg_create_index(text) FROM PUBLIC"))
+    try:
+        url = hypo_table.url.set(username=role).render_as_string(hide_password=False)
+        f = _index_finding(explain(url, "SELECT * FROM hypo_events WHERE owner_id = 7").findings)
+        assert f.index.status == "unverified"
+        assert f.index.reason.startswith("HypoPG check failed: permission denied for function")
+        assert f.action.startswith("CREATE INDEX CONCURRENTLY hypo_events_owner_id_idx")
+    finally:
+        with hypo_table.begin() as conn:
+            conn.execute(text("GRANT EXECUTE ON FUNCTION hypopg_create_index(text) TO PUBLIC"))
+            conn.execute(text(f"REVOKE ALL ON hypo_events FROM {role}"))
+            conn.execute(text(f"DROP ROLE {role}"))

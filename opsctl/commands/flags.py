@@ -77,10 +77,14 @@ def list_cmd(
 @app.command("show")
 def show_cmd(
     key: str = typer.Argument(..., help="Flag key, e.g. journal.writes."),
-    as_json: bool = typer.Option(False, "--json", help="JSON: the flag and its history."),
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help="JSON: {flag, history, scheduled, evaluations_7d: {on, off}, last_seen_at}.",
+    ),
     database_url: str = options.DATABASE_URL,
 ) -> None:
-    """One flag, and its recent changes."""
+    """One flag: its value, recent changes, pending scheduled changes and evaluations."""
     from opsctl.service import open_backend
 
     open_backend(database_url)
@@ -88,12 +92,28 @@ def show_cmd(
 
     state = flags.get_flag(key)
     events = flags.history(key)[:20]
+    pending = [c for c in flags.scheduled() if c.key == key]
+    used = flags.usage(days=7).get(key)
+    on, off = (used.on, used.off) if used else (0, 0)
     if as_json:
-        emit_json({"flag": state, "history": events})
+        emit_json({"flag": state, "history": events, "scheduled": pending,
+                   "evaluations_7d": {"on": on, "off": off},
+                   "last_seen_at": used.last_seen_at if used else None})  # fmt: skip
         return
     out = console()
     out.print(f"{state.key}: {flag_value(state.value)}", markup=False)
     out.print(state.description, markup=False)
+    out.print(
+        f"evaluated (7 days): {on} on, {off} off; last seen "
+        f"{_when(used.last_seen_at) if used else 'never'}",
+        markup=False,
+    )
+    for c in pending:
+        out.print(
+            f"  scheduled #{c.id}: -> {flag_value(c.value)} at {_when(c.apply_at)} "
+            f"({c.reason}, {c.actor})",
+            markup=False,
+        )
     for e in events:
         out.print(
             f"  {e.at:%Y-%m-%d %H:%M:%S} {e.actor}: {flag_value(e.old_value)} -> "

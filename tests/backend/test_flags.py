@@ -538,6 +538,12 @@ def test_cli_schedule_list_cancel_apply_due_stale(monkeypatch, fresh_usage):
 
     r = run(app, ["flags", "scheduled", "--json"])
     assert [c["id"] for c in json.loads(r.stdout)] == [first["id"], second]
+    r = run(app, ["flags", "show", "journal.writes"])
+    assert r.exit_code == 0 and f"scheduled #{first['id']}: -> off at" in r.stdout
+    assert "evaluated (7 days): 0 on, 0 off; last seen never" in r.stdout
+    shown = json.loads(run(app, ["flags", "show", "journal.writes", "--json"]).stdout)
+    assert [c["id"] for c in shown["scheduled"]] == [first["id"]]
+    assert shown["evaluations_7d"] == {"on": 0, "off": 0} and shown["last_seen_at"] is None
     r = run(app, ["flags", "cancel-scheduled", str(second), "--reason", "not today"])
     assert r.exit_code == 0 and f"cancelled #{second}" in r.stdout
     r = run(app, ["flags", "cancel-scheduled", str(second), "--reason", "again"])

@@ -22,6 +22,7 @@ os.environ.setdefault("OPS_TRACE_SAMPLE_RATIO", "1")
 
 # No background thread writes flag evaluation counts into a test database (it would outlive
 # the test's transaction); tests that need the counts call flags.flush_usage() themselves.
+# (The servers the tests start read this; this process's settings: _fresh_process_caches.)
 os.environ.setdefault("FLAGS_USAGE_FLUSH_SECONDS", "0")
 
 DB_FIXTURES = {"database_url", "transactional_db", "db", "django_db_setup", "live_gunicorn"}
@@ -93,6 +94,12 @@ def database_url(transactional_db) -> str:
 def _fresh_process_caches():
     """Per-process caches (flags, answer keys, Django's cache) must not leak between tests:
     ids are reused after a rolled-back test."""
+    try:  # the settings were read before this file set the environment (pytest-django)
+        from django.conf import settings
+
+        settings.FLAGS_USAGE_FLUSH_SECONDS = 0
+    except Exception:  # Django not configured for this test
+        pass
     yield
     try:
         from django.core.cache import cache

@@ -217,12 +217,13 @@ def _start_flusher() -> None:
 
 
 def _flush_at_exit() -> None:
-    # The process is ending: when the database cannot take the counts, nothing else can.
+    # The process is ending: when the database cannot take the counts, nothing else can (and
+    # logging may already be shut down, so nothing is logged).
     with contextlib.suppress(Exception):
-        flush_usage()
+        flush_usage(quiet=True)
 
 
-def flush_usage(now: dt.datetime | None = None) -> int:
+def flush_usage(now: dt.datetime | None = None, quiet: bool = False) -> int:
     """Add this process's evaluation counts to FlagUsage (one UPDATE, or an INSERT the first
     time, per flag and result); returns the number of evaluations written."""
     from django.db import IntegrityError
@@ -261,7 +262,8 @@ def flush_usage(now: dt.datetime | None = None) -> int:
             _usage.update({k: n for k, n in pending.items() if n})
             for key, t in seen.items():
                 _usage_seen[key] = max(t, _usage_seen.get(key, 0.0))
-        log.warning("flag evaluation counts not written (%s): kept for the next flush", exc)
+        if not quiet:
+            log.warning("flag evaluation counts not written (%s): kept for the next flush", exc)
         raise
     return written
 

@@ -568,3 +568,35 @@ def test_cli_schedule_list_cancel_apply_due_stale(monkeypatch, fresh_usage):
     assert r.exit_code == 0 and json.loads(r.stdout) == []  # no counts reach back 30 days
     r = run(app, ["flags", "stale", "--days", "0"])
     assert r.exit_code != 0 and "Traceback" not in r.output
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("interval,wait", [("0.3", 1.5), ("600", 0)], ids=["thread", "at-exit"])
+def test_another_process_flushes_its_counts_in_the_background_and_at_exit(interval, wait):
+    """The real wiring: a process's flusher thread writes its counts every interval, and what
+    is left is written when the process exits."""
+    import os
+
+    from tests.e2e.gunicorn_server import ROOT, django_database_url
+
+    code = (
+        "import os, sys, time, django\n"
+        "os.environ['DJANGO_SETTINGS_MODULE'] = 'backend.settings'\n"
+        "django.setup()\n"
+        "from backend.ops import flags\n"
+        "for _ in range(40):\n"
+        "    flags.is_enabled('journal.writes')\n"
+        f"time.sleep({wait})\n"
+        "from backend.ops.models import FlagUsage\n"
+        "print(sum(FlagUsage.objects.values_list('count', flat=True)), flush=True)\n"
+    )
+    env = {**os.environ, "DATABASE_URL": django_database_url(), "PYTHONPATH": str(ROOT),
+           "FLAGS_USAGE_FLUSH_SECONDS": interval}  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    seen_inside = int(out.stdout.strip())
+    assert seen_inside == (40 if wait else 0)  # the thread had flushed / nothing yet
+    used = flags.usage(days=1)["journal.writes"]
+    assert (used.on, used.off) == (40, 0)  # and nothing is counted twice

@@ -351,7 +351,8 @@ def register_gauges(meter) -> None:
 
     def observe(_options):
         # Only the cheap probes: no DB round trip inside the exporter thread.
-        for name in ("memory", "swap", "disk.var", "disk.telemetry", "disk.logs"):
+        for name in ("memory", "swap", "disk.var", "disk.telemetry", "disk.logs",
+                     "inodes.var", "inodes.telemetry", "inodes.logs"):  # fmt: skip
             try:
                 got = probes()[name]()
             except Exception:

@@ -293,3 +293,25 @@ def test_cli_check_prints_nagios_performance_data(monkeypatch):
                      "disk.var.fill": "h"}  # fmt: skip
     r = CliRunner().invoke(app, ["resources"])
     assert "load.per_core\t0.25\t1.5\t3\tok" in r.stdout
+
+
+def test_the_gauges_include_inodes():
+    """The cheap probes (no database) are exported as exam.resource.utilization, inodes too."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    resources.register_gauges(MeterProvider(metric_readers=[reader]).get_meter("t"))
+    data = reader.get_metrics_data()
+    points = [
+        p
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == "exam.resource.utilization"
+        for p in m.data.data_points
+    ]
+    probes = {p.attributes["probe"] for p in points}
+    assert {"disk.var", "memory"} <= probes
+    assert "inodes.var" in probes or resources.inodes(resources.config.var_dir()) is None
+    assert all(0 <= p.value <= 100 for p in points)

@@ -184,17 +184,20 @@ def _flush_interval() -> float:
 
 
 def _count(key: str, result: bool) -> None:
+    if _flusher["pid"] != os.getpid():  # first evaluation in this process (or after a fork)
+        _start_flusher()
     with _usage_lock:
         _usage[(key, result)] += 1
         _usage_seen[key] = time.time()
-    if _flusher["pid"] != os.getpid():  # first evaluation in this process (or after a fork)
-        _start_flusher()
 
 
 def _start_flusher() -> None:
     with _usage_lock:
         if _flusher["pid"] == os.getpid():
             return
+        if _flusher["pid"] is not None:  # a forked child: the parent flushes its own counts
+            _usage.clear()
+            _usage_seen.clear()
         _flusher["pid"] = os.getpid()
     interval = _flush_interval()
     if interval <= 0:  # counting off; flush_usage() still writes what was counted

@@ -600,3 +600,24 @@ def test_another_process_flushes_its_counts_in_the_background_and_at_exit(interv
     assert seen_inside == (40 if wait else 0)  # the thread had flushed / nothing yet
     used = flags.usage(days=1)["journal.writes"]
     assert (used.on, used.off) == (40, 0)  # and nothing is counted twice
+
+
+def test_a_forked_child_does_not_count_its_parents_evaluations_again(fresh_usage):
+    import os
+
+    flags.clear_cache()
+    flags.is_enabled("journal.writes")  # counted in this (parent) process
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: one evaluation of its own, then report what it would flush
+        try:
+            flags.is_enabled("journal.writes")
+            os.write(write, repr(dict(flags._usage)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 1000).decode()
+    os.close(read)
+    assert child == "{('journal.writes', True): 1}"
+    assert dict(flags._usage) == {("journal.writes", True): 1}  # the parent keeps its own

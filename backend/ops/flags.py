@@ -661,6 +661,7 @@ def apply_due_unlocked(now: dt.datetime | None = None) -> ApplyDueReport:
 
 
 def _show_value(value: dict | None) -> str:
+    # The same words as opsctl.render.flag_value (backend never imports opsctl).
     if value is None:
         return "-"
     if not value.get("enabled"):

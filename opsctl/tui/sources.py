@@ -22,6 +22,8 @@ from opsctl.telemetry.model import Coverage
 WINDOWS = (5, 15, 60)
 #: How long one refresh may spend reading before it shows what it has.
 READ_BUDGET = 0.5
+#: How many routes (the busiest) get a per-minute series on the Overview.
+ROUTE_SERIES = 12
 #: At start-up, how long the first refresh may read to have one whole minute to show.
 FIRST_BUDGET = 4.0
 
@@ -43,6 +45,8 @@ class TelemetryView:
     age: float | None = None  # seconds since the newest span started
     complete_for: float | None = None  # while loading: seconds back the data is complete
     series: list = field(default_factory=list)  # (minute, save req/s, save p95 ms)
+    #: Per route shown (the busiest ROUTE_SERIES): [(minute, req/s, p95 ms)], oldest first.
+    route_series: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -97,7 +101,12 @@ class Sources:
             return TelemetryView(rows, cov, age=age)
         state = self._read(cancelled)
         rows, cov = self.reader.route_stats(window)
-        return TelemetryView(rows, cov, series=self.reader.route_series(window), **state)
+        per_route = {
+            r.route: self.reader.route_series(window, suffix=r.route)
+            for r in sorted(rows, key=lambda r: -r.requests)[:ROUTE_SERIES]
+        }
+        return TelemetryView(rows, cov, series=self.reader.route_series(window),
+                             route_series=per_route, **state)  # fmt: skip
 
     def traces(self, window: float, route: str | None = None,
                cancelled: Callable[[], bool] = _never) -> TelemetryView:  # fmt: skip
@@ -217,6 +226,11 @@ class Sources:
 
         last_retention = RetentionRun.objects.filter(dry_run=False).order_by("-started_at").first()
         return schema_changes.status(), calibration_status(), last_retention
+
+    def exams_in_progress(self):
+        from backend.exams.live import exams_in_progress
+
+        return exams_in_progress()
 
     def calibrate(self, exam_id: int):
         from backend.exams.calibration import calibrate_exam

@@ -1,14 +1,19 @@
-"""Overview: RED per route over the window, the save route's throughput and p95 per minute,
-how old the newest span is (stale warning), open alerts, recent flag changes, jobs."""
+"""Overview: RED per route over the window with each route's req/s and p95 per minute as
+sparklines (min-max), the selected route's trend drawn large, how old the newest span is
+(stale warning), the exams in progress, open alerts, recent flag changes, jobs. Enter on a
+route opens its slowest traces."""
 
 from __future__ import annotations
 
 import time
 
+from rich.console import Console
+from rich.text import Text
 from textual.app import ComposeResult
+from textual.renderables.sparkline import Sparkline as SparklineBars
 from textual.widgets import DataTable, Label, Sparkline, Static
 
-from opsctl.tui.panes.base import Pane, ago, cancelled, fill, table, window_line
+from opsctl.tui.panes.base import Pane, ago, cancelled, fill, selected_key, table, window_line
 
 #: Newer spans than this are "live"; older ones get a stale warning.
 STALE_SECONDS = 60.0
@@ -20,6 +25,23 @@ def min_max(values: list[float], unit: str) -> str:
     return f"min {min(values):.1f}{unit}  max {max(values):.1f}{unit}"
 
 
+#: Width of the sparkline in a route's row (minutes are bucketed into it, the max of each).
+TREND_WIDTH = 10
+
+
+def trend(values: list[float]) -> Text:
+    """A row's sparkline with its range: Textual's Sparkline renderable drawn into text (a
+    table cell holds text), then "min-max"."""
+    if not values:
+        return Text("-")
+    width = min(len(values), TREND_WIDTH)
+    console = Console(width=width, color_system="truecolor", force_terminal=True)
+    segments = console.render(SparklineBars(values, width=width), console.options)
+    out = Text.assemble(*[(seg.text, seg.style) for seg in segments if seg.text != "\n"])
+    out.append(f" {min(values):.3g}-{max(values):.3g}")
+    return out
+
+
 class OverviewPane(Pane):
     title = "Overview"
     short = "Over"
@@ -28,11 +50,14 @@ class OverviewPane(Pane):
     def body(self) -> ComposeResult:
         yield Label("", id="overview-window", classes="hint")
         yield Label("", id="overview-age")
-        yield Label("save req/s per minute", id="overview-rps-label", classes="section")
+        yield Label("req/s per minute", id="overview-rps-label", classes="section")
         yield Sparkline([], id="overview-rps")
-        yield Label("save p95 ms per minute", id="overview-p95-label")
+        yield Label("p95 ms per minute", id="overview-p95-label")
         yield Sparkline([], id="overview-spark")
-        yield table(self.id, "route", "req/s", "errors %", "p95 ms", "p99 ms")
+        # The trends last: at 80 columns the numbers stay on screen (the table scrolls).
+        yield table(self.id, "route", "req/s", "errors %", "p95 ms", "p99 ms", "req/s /min",
+                    "p95 /min")  # fmt: skip
+        yield Static("", id="overview-exams")
         yield Static("", id="overview-status")
 
     #: The database-backed parts change rarely: read them at most this often (seconds), so a
@@ -46,11 +71,12 @@ class OverviewPane(Pane):
         held = getattr(self, "_db_parts", None)
         if held is not None and now - held[0] < self.DB_EVERY:
             return _Data({"view": view, **held[1]})
-        parts: dict = {"alerts": None, "flags": [], "jobs": None, "errors": []}
+        parts: dict = {"alerts": None, "flags": [], "jobs": None, "exams": None, "errors": []}
         for key, fn in (
             ("alerts", s.open_alerts),
             ("flags", s.recent_flag_changes),
             ("jobs", s.jobs),
+            ("exams", s.exams_in_progress),
         ):
             if cancelled():
                 break
@@ -79,21 +105,29 @@ class OverviewPane(Pane):
         else:
             age.update(f"data age: newest span {ago(view.age)} ago")
             age.set_class(False, "error")
-        rps = [r for _, r, _ in view.series]
-        p95 = [p for _, _, p in view.series]
-        self.query_one("#overview-rps", Sparkline).data = rps
-        self.query_one("#overview-spark", Sparkline).data = p95
-        self.query_one("#overview-rps-label", Label).update(
-            f"save req/s per minute: {min_max(rps, '')}"
-        )
-        self.query_one("#overview-p95-label", Label).update(
-            f"save p95 per minute: {min_max(p95, ' ms')}"
-        )
-        rows = [
-            (r.route, f"{r.rps:.2f}", f"{r.error_pct:.1f}", f"{r.p95_ms:.1f}", f"{r.p99_ms:.1f}")
-            for r in view.rows
-        ]
+        self.series = dict(view.route_series)
+        self.save_series = view.series
+        rows = []
+        for r in view.rows:
+            series = view.route_series.get(r.route, [])
+            rows.append((r.route, f"{r.rps:.2f}", f"{r.error_pct:.1f}", f"{r.p95_ms:.1f}",
+                         f"{r.p99_ms:.1f}", trend([v for _, v, _ in series]),
+                         trend([p for _, _, p in series])))  # fmt: skip
         fill(self.query_one(DataTable), rows, [r.route for r in view.rows])
+        self._big_trend()
+        exams = d.get("exams")
+        if exams is None:
+            text = "exams in progress: unknown (could not read them)"
+        elif not exams:
+            text = "exams in progress: none"
+        else:
+            text = "exams in progress:\n" + "\n".join(
+                f"  {e.title} #{e.exam_id} (ends {e.ends_at:%H:%M}): {e.students_active} "
+                f"active, {e.saves_per_second:.2f} saves/s"
+                f"{' or more' if e.saves_capped else ''}, {e.submitted} submitted"
+                for e in exams
+            )
+        self.query_one("#overview-exams", Static).update(text)
         alerts = d["alerts"]
         if alerts is None:  # not read (the database is unreachable): unknown, not zero
             lines = ["open alerts: unknown (could not read them)"]
@@ -137,6 +171,28 @@ class OverviewPane(Pane):
         for key in before.keys() - now.keys():
             sev, probe, host = key
             self.app.log_event("alert", f"resolved: {sev.upper()} {probe} on {host}")
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._big_trend()
+
+    def _big_trend(self) -> None:
+        """The large sparklines: the selected route's per-minute req/s and p95 (the save
+        route's before any route is listed)."""
+        t = self.query_one(DataTable)
+        route = selected_key(t)
+        series = getattr(self, "series", {}).get(route) if route else None
+        if series is None:
+            route, series = "save", getattr(self, "save_series", [])
+        rps = [r for _, r, _ in series]
+        p95 = [p for _, _, p in series]
+        self.query_one("#overview-rps", Sparkline).data = rps
+        self.query_one("#overview-spark", Sparkline).data = p95
+        self.query_one("#overview-rps-label", Label).update(
+            f"{route} req/s per minute: {min_max(rps, '')}"
+        )
+        self.query_one("#overview-p95-label", Label).update(
+            f"{route} p95 per minute: {min_max(p95, ' ms')}"
+        )
 
     def open(self, route: str) -> None:
         """Enter on a route: its slowest traces."""

@@ -5,6 +5,7 @@ that keeps what was typed. Waits are on conditions, never on fixed sleeps."""
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 
 import pytest
@@ -394,3 +395,40 @@ async def test_help_scrolls_at_80x24(seeded):
         tabs = app.query("ContentTab")
         assert len(tabs) >= 8
         assert all(tab.region.right <= 80 and tab.region.width > 0 for tab in tabs)
+
+
+async def test_overview_trends_per_route_and_the_exam_in_progress(seeded):
+    from django.utils import timezone
+
+    from backend.exams.live import exams_in_progress
+    from backend.exams.models import AnswerEvent, Exam, ExamSession
+
+    now = timezone.now()
+    progress = exams_in_progress(now)
+    open_exam = Exam.objects.get(id=progress[0].exam_id)
+    assert [p.exam_id for p in progress] == [open_exam.id]
+    active = ExamSession.objects.filter(exam=open_exam, status="in_progress", deadline__gt=now)
+    assert progress[0].students_active == active.count()
+    recent = AnswerEvent.objects.filter(
+        session__exam=open_exam, received_at__gte=now - dt.timedelta(seconds=60)
+    ).count()
+    assert recent >= 3  # at least the fixture's three saves
+    assert progress[0].saves_per_second == round(recent / 60, 2)
+    app = OpsApp(seeded, refresh_seconds=3600)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await until(pilot, lambda: table(app, "overview").row_count >= 2, what="routes")
+        exams = app.query_one("#overview-exams")
+        await until(pilot, lambda: open_exam.title in str(exams.render()), what="exams")
+        text = str(exams.render())
+        assert f"{progress[0].students_active} active" in text
+        assert " saves/s" in text and f"{progress[0].submitted} submitted" in text
+        routes = cells(app, "overview")
+        answers = routes.index(next(r for r in routes if r.endswith("/answers/")))
+        row = table(app, "overview").get_row_at(answers)
+        rps_trend, p95_trend = str(row[5]), str(row[6])
+        assert any(ch in rps_trend for ch in "▁▂▃▄▅▆▇█") and "-" in rps_trend
+        assert any(ch in p95_trend for ch in "▁▂▃▄▅▆▇█")
+        # The large sparklines follow the selected route.
+        table(app, "overview").move_cursor(row=answers)
+        await pilot.pause()
+        assert label(app, "#overview-rps-label").startswith(routes[answers])

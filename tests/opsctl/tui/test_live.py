@@ -35,6 +35,9 @@ class TelemetryOnly(Sources):
     def jobs(self):
         return None
 
+    def exams_in_progress(self):
+        return []
+
 
 class Watched(TelemetryOnly):
     """Counts concurrent telemetry loads; ``hold`` makes each load wait (cooperatively)

@@ -35,7 +35,17 @@ class FixedSources:
             RouteStats("api/leaderboard/", 60, 1.0, 0.0, 8.3, 15.1, 22.0),
         ]
         series = [(i * 60, 28.0 + (i % 5), 8.0 + (i % 3) * 0.9) for i in range(15)]
-        return TelemetryView(rows, Coverage(window, 9900, 60.0), age=2.0, series=series)
+        per_route = {
+            rows[0].route: series,
+            rows[1].route: [(i * 60, 1.0 + i % 4, 10.0 + i % 6) for i in range(15)],
+            rows[2].route: [(i * 60, 1.0, 15.0) for i in range(15)],
+        }
+        return TelemetryView(rows, Coverage(window, 9900, 60.0), age=2.0, series=series,
+                             route_series=per_route)  # fmt: skip
+
+    def exams_in_progress(self):
+        return [NS(exam_id=1, title="Mathematics", ends_at=AT, students_active=412,
+                   saves_per_second=27.5, saves_capped=False, submitted=37)]  # fmt: skip
 
     def open_alerts(self):
         return [NS(severity="warning", probe="disk.database", host="app1",

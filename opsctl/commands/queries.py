@@ -109,13 +109,22 @@ def top_cmd(
     _examples(rows)
 
 
+def _print_sql(out, sql: str) -> None:
+    """One statement on one line: cut to the terminal's width on a terminal, whole when
+    piped (so ``| grep`` finds any part of it)."""
+    text = f"  {' '.join(sql.split())}"
+    if out.is_terminal:
+        out.print(text, markup=False, overflow="ellipsis", no_wrap=True)
+    else:
+        out.print(text, markup=False, soft_wrap=True)
+
+
 def _examples(rows) -> None:
     out = console()
     for q in rows:
         routes = f" [{', '.join(q.routes)}]" if getattr(q, "routes", None) else ""
         out.print(f"{q.fingerprint}{routes}", markup=False, style="bold")
-        out.print(f"  {' '.join(q.example.split())}", markup=False, overflow="ellipsis",
-                  no_wrap=True)  # fmt: skip
+        _print_sql(out, q.example)
 
 
 def _pg_backend(database_url):
@@ -261,7 +270,7 @@ def history_cmd(
     out = console()
     out.print(f"{h.fingerprint}  queryid {', '.join(map(str, h.queryids))}", markup=False,
               style="bold")  # fmt: skip
-    out.print(f"  {' '.join(h.query.split())}", markup=False, overflow="ellipsis", no_wrap=True)
+    _print_sql(out, h.query)
     if not h.intervals:
         out.print("fewer than two snapshots in the window: nothing to compare yet", markup=False)
         return

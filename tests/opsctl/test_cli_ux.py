@@ -378,3 +378,11 @@ def test_loadtest_on_a_terminal_shows_progress_and_piped_stays_clean(gunicorn, t
     assert r.exit_code == 0, r.output
     assert len(r.stderr.splitlines()) == 1, r.stderr
     assert r.stderr.startswith("4 students on exam ") and "arrived" not in r.stderr
+
+
+def test_piped_queries_top_prints_each_example_statement_whole(spans):
+    r = run(["queries", "top", "--telemetry-dir", str(spans), "--since", "15m"],
+            {"COLUMNS": "80"})  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "…" not in r.stdout
+    assert any(line.strip() == LONG_SQL for line in r.stdout.splitlines()), r.stdout

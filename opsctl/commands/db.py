@@ -141,7 +141,7 @@ def activity_cmd(
         for note in act.notes:
             out.print(note, markup=False)
         return
-    flags = {s.pid: _session_flags(s) for s in act.sessions}
+    flags = {s.pid: s.flags() for s in act.sessions}
     print_table(
         "activity (postgresql)",
         ("pid", "duration", "state", "wait", "user@db", "application", "client", "flags",
@@ -184,19 +184,6 @@ def activity_cmd(
         out.print("no session is waiting for a lock", markup=False)
     for note in act.notes:
         out.print(note, markup=False)
-
-
-def _session_flags(s) -> str:
-    flags = []
-    if s.long_running:
-        flags.append("long-running")
-    if s.idle_in_transaction:
-        flags.append("idle in transaction")
-    if s.blocked_by:
-        flags.append("waits for " + ",".join(map(str, s.blocked_by)))
-    if s.blocking:
-        flags.append(f"blocks {len(s.blocking)}")
-    return ", ".join(flags)
 
 
 def _signal(action: str, pid: int, reason: str, yes: bool, actor: str | None, as_json: bool,

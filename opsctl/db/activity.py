@@ -65,6 +65,22 @@ class Session:
             return self.query_seconds
         return self.state_seconds
 
+    def flags(self, short: bool = False) -> str:
+        """What is wrong with it, in words: long-running, idle in transaction, whom it
+        waits for, how many it blocks (``short`` for a narrow column)."""
+        words = []
+        if self.long_running:
+            words.append("long" if short else "long-running")
+        if self.idle_in_transaction:
+            words.append("idle in tx" if short else "idle in transaction")
+        if self.blocked_by:
+            words.append(
+                ("waits " if short else "waits for ") + ",".join(map(str, self.blocked_by))
+            )
+        if self.blocking:
+            words.append(f"blocks {len(self.blocking)}")
+        return (" " if short else ", ").join(words)
+
 
 @dataclass
 class BlockNode:

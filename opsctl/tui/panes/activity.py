@@ -59,19 +59,6 @@ class SignalScreen(ModalScreen[str | None]):
         self.dismiss(None)
 
 
-def _flags(s) -> str:
-    out = []
-    if s.long_running:
-        out.append("long")
-    if s.idle_in_transaction:
-        out.append("idle in tx")
-    if s.blocked_by:
-        out.append("waits " + ",".join(map(str, s.blocked_by)))
-    if s.blocking:
-        out.append(f"blocks {len(s.blocking)}")
-    return " ".join(out)
-
-
 def tree_lines(act) -> list[str]:
     """The blocking tree as indented lines (the CLI draws the same with rich)."""
     by_pid = act.by_pid()
@@ -119,7 +106,7 @@ class ActivityPane(Pane):
         rows = [
             (s.pid, elapsed(s.seconds), s.state,
              f"{s.wait_event_type}/{s.wait_event}" if s.wait_event_type and s.state == "active"
-             else "", f"{s.user}@{s.database}", s.application, s.client, _flags(s),
+             else "", f"{s.user}@{s.database}", s.application, s.client, s.flags(short=True),
              " ".join(s.query.split())[:80])
             for s in data.sessions
         ]  # fmt: skip

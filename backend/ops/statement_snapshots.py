@@ -22,6 +22,7 @@ from backend.ops.statement_stats import (
     HOW_TO_ENABLE,
     NEEDS_POSTGRES,
     Counters,
+    Interval,
     Reading,
     combine,
     deltas,
@@ -82,22 +83,11 @@ class Window:
 
 
 @dataclass
-class HistoryInterval:
-    start: dt.datetime
-    end: dt.datetime
-    calls: int
-    total_ms: float
-    mean_ms: float
-    rows: int
-    reset: bool
-
-
-@dataclass
 class History:
     fingerprint: str
     queryids: list[int]
     query: str
-    intervals: list[HistoryInterval]
+    intervals: list[Interval]
 
 
 def require_postgres() -> None:
@@ -311,6 +301,4 @@ def history(key: str, since: dt.datetime | None = None) -> History:
                   "shared_blks_hit", "shared_blks_read"):  # fmt: skip
         found[sid][q] = Counters(c, t, r, h, rd)
     readings = [Reading(taken, reset, found[sid]) for sid, taken, reset in meta]
-    intervals = [HistoryInterval(i.start, i.end, i.calls, i.total_ms, i.mean_ms, i.rows,
-                                 i.reset) for i in series(readings, qids)]  # fmt: skip
-    return History(fps[0], sorted(qids), texts[0].query, intervals)
+    return History(fps[0], sorted(qids), texts[0].query, series(readings, qids))

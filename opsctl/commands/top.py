@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
@@ -45,3 +46,7 @@ def command(
     app.run()
     if os.environ.get("OPS_TOP_STATS"):  # per-pane load counts and durations, for make bench
         app.write_stats(os.environ["OPS_TOP_STATS"])
+    # The process ends now: its objects are frozen so that the interpreter's final garbage
+    # collections skip them (they took 0.4-2.3 s of the quit on a busy host, longer than the
+    # console's own shutdown); the memory goes back to the system with the process.
+    gc.freeze()

@@ -172,6 +172,13 @@ class OpsApp(App):
         # Only the visible pane refreshes, and a tick never stacks a load on a running one.
         self.set_interval(self.refresh_seconds, self._tick)
 
+    async def action_quit(self) -> None:
+        """Quit now: every load is told to stop first (a reader stops within one read
+        step), so the worker threads are free by the time the shutdown waits for them."""
+        for pane in self.panes.values():
+            pane.cancel_load()
+        self.exit()
+
     def _tick(self) -> None:
         if self.paused:
             return

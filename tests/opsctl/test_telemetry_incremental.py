@@ -202,6 +202,39 @@ def test_cancelled_poll_stops_within_one_step(folder):
     assert len(calls) == 1 and reader.loading
 
 
+@pytest.mark.parametrize("phase", ["start-up", "following"])
+def test_a_read_cancelled_midway_stops_after_that_step_and_loses_nothing(folder, phase):
+    """What quitting `opsctl top` mid-read relies on: cancelled after its second block, a
+    read stops there (it does not finish the scan), and reading on later gives the same
+    answer as a read never interrupted."""
+    d, _, now = folder
+    reader = IncrementalReader(d)
+    if phase == "following":
+        read_all(reader)
+        # A burst of some 7 MB (several read blocks) appended at once, as after a stall.
+        writer = spangen.SpanWriter(d, host="gen0", pid=100, seed=5)
+        writer.write([int((now + 1) * 1e9) + i * 100_000 for i in range(2_000)])
+        writer.close()
+    steps = 0
+    fold = reader._fold
+
+    def counted(*args):
+        nonlocal steps
+        steps += 1
+        return fold(*args)
+
+    reader._fold = counted
+    assert reader.poll(lambda: steps >= 2, budget=600) is False
+    assert steps == 2
+    read_all(reader)
+    assert steps > 3  # there was more to read than the two blocks
+    whole = IncrementalReader(d)
+    read_all(whole)
+    assert reader.spans_read == whole.spans_read
+    assert reader.route_stats(3600) == whole.route_stats(3600)
+    assert reader.query_stats(3600) == whole.query_stats(3600)
+
+
 def test_files_and_lines_before_the_window_are_skipped(tmp_path):
     # 40 minutes into the previous hour, so the last 20 minutes of data sit in one hourly file
     # whatever the clock says (just after the hour, the newest file would start inside the

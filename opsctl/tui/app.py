@@ -258,13 +258,18 @@ class OpsApp(App):
         def work() -> None:
             from opsctl.render_plan import render
 
+            plan, error = None, ""
             try:
-                screen = ExplainScreen(sql, fingerprint, render(self.sources.explain(sql)))
+                plan = render(self.sources.explain(sql))
             except Exception as exc:
                 text = str(exc).strip()
-                screen = ExplainScreen(sql, fingerprint, None,
-                                       text.splitlines()[0] if text else repr(exc))  # fmt: skip
-            self.call_from_thread(self.push_screen, screen)
+                error = text.splitlines()[0] if text else repr(exc)
+                self.call_from_thread(self.log_event, "error",
+                                      f"explain {fingerprint} failed: {error}")  # fmt: skip
+            # Widgets are made on the UI thread.
+            self.call_from_thread(
+                lambda: self.push_screen(ExplainScreen(sql, fingerprint, plan, error))
+            )
 
         self.notify(f"explaining {fingerprint or 'the statement'}…", timeout=2)
         self.run_worker(work, thread=True, group="explain", exclusive=True)

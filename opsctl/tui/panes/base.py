@@ -278,9 +278,15 @@ class Pane(Vertical):
 
     def _error(self, message: str) -> None:
         self.query_one(f"#{self.id}-error", Label).update(message)
+        if message != getattr(self, "_failing", None):  # once per new error, not per refresh
+            self._failing = message
+            self.app.log_event("error", message)
 
     def _show(self, data) -> None:
         self.query_one(f"#{self.id}-error", Label).update("")
+        if getattr(self, "_failing", None):
+            self._failing = None
+            self.app.log_event("info", f"{self.title}: loads again")
         self.show(data)
         if getattr(data, "loading", False):  # older data still being read: go on at once
             self._again = True

@@ -69,4 +69,5 @@ class TracesPane(Pane):
         nodes = self.sources.trace(trace_id, self.starts.get(trace_id))
         if cancelled():
             return
-        self.app.call_from_thread(self.app.push_screen, WaterfallScreen(trace_id, nodes))
+        # Widgets are made on the UI thread.
+        self.app.call_from_thread(lambda: self.app.push_screen(WaterfallScreen(trace_id, nodes)))

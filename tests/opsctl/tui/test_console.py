@@ -367,6 +367,32 @@ async def test_event_log_keeps_actions_results_and_alerts(seeded, monkeypatch):
         assert all(len(str(r[0])) == 8 for r in rows)  # HH:MM:SS
 
 
+async def test_a_pane_error_is_logged_once_and_its_recovery_too(seeded, monkeypatch):
+    real = seeded.tables
+    state = {"down": True}
+
+    def flaky():
+        if state["down"]:
+            raise RuntimeError("database went away")
+        return real()
+
+    monkeypatch.setattr(seeded, "tables", flaky)
+    app = OpsApp(seeded, refresh_seconds=3600)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("4")
+        pane = app.panes["database"]
+        await until(pilot, lambda: "went away" in label(app, "#database-error"))
+        await until(pilot, lambda: not pane.busy())
+        await pilot.press("r")
+        await until(pilot, lambda: pane.loads >= 2 and not pane.busy())
+        errors = [t for _, k, t in app.events if k == "error"]
+        assert errors == ["Database: database went away"]
+        state["down"] = False
+        await pilot.press("r")
+        await until(pilot, lambda: table(app, "database").row_count >= 5)
+        assert any(t == "Database: loads again" for _, _, t in app.events)
+
+
 async def test_overview_says_unknown_when_alerts_cannot_be_read(seeded, monkeypatch):
     def down():
         raise RuntimeError("connection failed")
@@ -432,3 +458,18 @@ async def test_overview_trends_per_route_and_the_exam_in_progress(seeded):
         table(app, "overview").move_cursor(row=answers)
         await pilot.pause()
         assert label(app, "#overview-rps-label").startswith(routes[answers])
+
+
+async def test_j_k_g_G_move_in_every_table(seeded):
+    app = OpsApp(seeded, refresh_seconds=3600)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_pane(pilot, "4", "database", 5)
+        t = table(app, "database")
+        await pilot.press("j", "j")
+        assert t.cursor_row == 2
+        await pilot.press("k")
+        assert t.cursor_row == 1
+        await pilot.press("G")
+        assert t.cursor_row == t.row_count - 1
+        await pilot.press("g")
+        assert t.cursor_row == 0

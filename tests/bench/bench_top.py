@@ -1,10 +1,14 @@
 """`opsctl top` at exam-day volume, in a real terminal (tmux): a folder with 1.5 M spans in the
 15-minute window, and a generator (its own process) appending 2,000 spans/s while top runs.
 
-Figures: time from start to the first Overview data (the save route's row on screen), the
-Overview's load time per refresh tick (from OPS_TOP_STATS, written by `opsctl top` on exit),
-RSS after 30 s and after 5 minutes, and CPU (% of one core) from 30 s to the end. Goals:
-first data <= 5 s, RSS <= 400 MB and flat, CPU <= 20%."""
+Figures: time from start to the first Overview data (the save route's row on screen); the
+start-up catch-up (until the Overview no longer says it is reading older data) and the CPU
+seconds it took; the steady CPU (CPU seconds of the top process per wall second, from the end
+of the catch-up to the end: catch-up excluded, and CPU seconds, unlike wall times, barely
+depend on how busy the shared machine is); the Overview's load time per refresh tick (from
+OPS_TOP_STATS, written by `opsctl top` on exit); RSS after 30 s and after 5 minutes; the
+time from sending q to the process's exit. Goals: first data <= 5 s, RSS <= 400 MB and flat,
+steady CPU <= 20% of one core, quit < 1 s."""
 
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ from tests.bench import spangen
 WINDOW_SPANS_PER_SECOND = 1667  # 1.5 M in 15 minutes
 LIVE_SPANS_PER_SECOND = 2000
 RUN_SECONDS = float(os.environ.get("BENCH_TOP_SECONDS", 300))
+ROUTE = "api/sessions/<int:session_id>/answers/"  # the save route: on the Overview
 
 
 def generate(directory: str, stop) -> None:
@@ -77,7 +82,7 @@ def main() -> dict:
             first = None
             while time.monotonic() - started < 120:
                 text = screen(session)
-                if "api/sessions/<int:session_id>/answers/" in text and "req/s" in text:
+                if ROUTE in text and "req/s" in text:
                     first = time.monotonic() - started
                     break
                 time.sleep(0.1)
@@ -87,24 +92,48 @@ def main() -> dict:
                 capture_output=True, text=True, check=True).stdout.strip())  # fmt: skip
             root = psutil.Process(pane_pid)
             top = max([root, *root.children(recursive=True)], key=lambda p: p.memory_info().rss)
-            time.sleep(max(0.0, 30 - (time.monotonic() - started)))
-            result["rss_mb_at_30s"] = round(top.memory_info().rss / 1e6, 1)
-            cpu0, wall0 = sum(top.cpu_times()[:2]), time.monotonic()
+
+            def cpu_seconds() -> float:
+                return sum(top.cpu_times()[:2])
+
+            caught = cpu0 = wall0 = None
             samples = []
+            next_sample = started + 40
             while time.monotonic() - started < RUN_SECONDS:
-                time.sleep(10)
-                samples.append(round(top.memory_info().rss / 1e6, 1))
-            cpu = sum(top.cpu_times()[:2]) - cpu0
-            wall = time.monotonic() - wall0
+                time.sleep(0.5)
+                now = time.monotonic()
+                if "rss_mb_at_30s" not in result and now - started >= 30:
+                    result["rss_mb_at_30s"] = round(top.memory_info().rss / 1e6, 1)
+                    cpu30, wall30 = cpu_seconds(), now  # the old figure: may hold catch-up
+                if caught is None:
+                    text = screen(session)
+                    if ROUTE in text and "reading older data" not in text:
+                        caught, cpu0, wall0 = now - started, cpu_seconds(), now
+                        result["catch_up_seconds"] = round(caught, 1)
+                        result["catch_up_cpu_seconds"] = round(cpu0, 1)
+                if now >= next_sample:
+                    samples.append(round(top.memory_info().rss / 1e6, 1))
+                    next_sample += 10
+            if caught is not None:
+                wall = time.monotonic() - wall0
+                result["steady_seconds"] = round(wall)
+                result["cpu_percent_of_one_core_steady"] = round(
+                    100 * (cpu_seconds() - cpu0) / wall, 1
+                )
+            result["cpu_percent_of_one_core_after_30s"] = round(
+                100 * (cpu_seconds() - cpu30) / (time.monotonic() - wall30), 1
+            )
             result["rss_mb_at_end"] = samples[-1] if samples else None
             result["rss_mb_max"] = max(samples) if samples else None
             result["seconds"] = round(time.monotonic() - started)
-            result["cpu_percent_of_one_core_after_30s"] = round(100 * cpu / wall, 1)
             result["live_screen_has_age"] = "data age" in screen(session)
             subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
             quit_at = time.monotonic()
-            while top.is_running() and top.status() != psutil.STATUS_ZOMBIE:
-                if time.monotonic() - quit_at > 30:
+            while time.monotonic() - quit_at < 30:
+                try:
+                    if top.status() == psutil.STATUS_ZOMBIE:
+                        break
+                except psutil.NoSuchProcess:
                     break
                 time.sleep(0.02)
             result["quit_seconds"] = round(time.monotonic() - quit_at, 2)
@@ -120,7 +149,8 @@ def main() -> dict:
             result["tick_seconds_median"] = round(statistics.median(ticks), 3) if ticks else None
             result["tick_seconds_p95"] = (round(sorted(ticks)[int(0.95 * (len(ticks) - 1))], 3)
                                           if ticks else None)  # fmt: skip
-    result["goals"] = {"first_data_s": 5, "rss_mb": 400, "cpu_percent": 20}
+    result["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)
+    result["goals"] = {"first_data_s": 5, "rss_mb": 400, "cpu_percent_steady": 20, "quit_s": 1}
     print(json.dumps(result))
     return result
 

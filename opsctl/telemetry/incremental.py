@@ -94,6 +94,7 @@ class _File:
     tail: int  # forward reading resumes here
     back_end: int = 0  # start-up backfill reads [0, back_end) from the end
     frontier_ns: int = 2**63  # backfill has read everything started after this (roughly)
+    size: int = 0  # at the last look at the folder
 
 
 @contextmanager
@@ -181,7 +182,10 @@ class IncrementalReader:
         self._discover(first)
         self.started = True
         for state in list(self.files.values()):
-            if not self._follow(state, cancelled, deadline):
+            # Only a file that grew is opened: a folder keeps many finished files (one per
+            # process and hour, a Collector's rotated backups), and a refresh costs what
+            # was appended, not a read of every file.
+            if state.size > state.tail and not self._follow(state, cancelled, deadline):
                 return False
         while self.backfilling:  # at least one step per poll, then within the budget
             _, _, key = heapq.heappop(self.backfilling)
@@ -213,17 +217,19 @@ class IncrementalReader:
             state = self.files.get(key)
             if state is not None:
                 state.path = path  # renamed by rotation: same file, same place
+                state.size = st.st_size
                 if st.st_size < state.tail:  # truncated: read again from the start
                     state.tail = state.back_end = 0
                 continue
-            if not first:
-                self.files[key] = _File(path, 0)  # new since the last look: all of it is new
+            if not first:  # new since the last look: all of it is new
+                self.files[key] = _File(path, 0, size=st.st_size)
                 continue
             end = self._last_newline(path, st.st_size)
             if st.st_mtime < horizon_s:  # written before the horizon: older spans only
-                self.files[key] = _File(path, end, 0)  # only what is appended from now on
+                # Only what is appended from now on.
+                self.files[key] = _File(path, end, 0, size=st.st_size)
                 continue
-            self.files[key] = state = _File(path, end, end)
+            self.files[key] = state = _File(path, end, end, size=st.st_size)
             if end:
                 heapq.heappush(self.backfilling, (-state.frontier_ns, next(_seq), key))
         for key in [k for k in self.files if k not in seen]:

@@ -141,6 +141,28 @@ def test_a_refresh_reads_only_what_was_appended(folder):
     assert reader.corrupt_lines == 0
 
 
+def test_a_refresh_opens_only_the_files_that_grew(folder):
+    d, _, now = folder
+    reader = IncrementalReader(d)
+    read_all(reader)
+    followed = []
+    follow = reader._follow
+
+    def counted(state, *args):
+        followed.append(state.path.name)
+        return follow(state, *args)
+
+    reader._follow = counted
+    assert reader.poll(budget=5) and followed == []  # nothing new: no file opened
+    writer = spangen.SpanWriter(d, host="gen1", pid=101, seed=9)
+    writer.write([int((now + 1) * 1e9) + i * 1000 for i in range(10)])
+    grown = Path(next(iter(writer.handles.values())).name).name
+    writer.close()
+    spans = reader.spans_read
+    read_all(reader)
+    assert followed == [grown] and reader.spans_read == spans + 10 * spangen.SPANS_PER_REQUEST
+
+
 def _line(start_ns: int, route: str = "r/", ms: float = 5.0) -> bytes:
     span = {"traceId": f"{start_ns:032x}", "spanId": "1" * 16, "name": "GET", "kind": 2,
             "startTimeUnixNano": str(start_ns), "endTimeUnixNano": str(start_ns + int(ms * 1e6)),

@@ -312,11 +312,11 @@ class Pane(Vertical):
             try:
                 text = plan()
             except Exception as exc:
-                self.app.call_from_thread(self.app.notify, f"{title} failed: {exc}",
+                self.app.call_from_thread(self.app.notify, f"{_what(title)}: failed: {exc}",
                                           severity="error")  # fmt: skip
                 return
             if text is None:
-                self.app.call_from_thread(self.app.notify, f"{title} nothing to do")
+                self.app.call_from_thread(self.app.notify, f"{_what(title)}: nothing to do")
                 return
             self.app.call_from_thread(self._confirm, title, text, work, done_message)
 
@@ -325,22 +325,28 @@ class Pane(Vertical):
     def _confirm(self, title: str, plan: str, work, done_message: str) -> None:
         def go(confirmed: bool | None) -> None:
             if confirmed:
-                self.app.log_event("action", f"{title} confirmed: running")
-                self.run_worker(lambda: self._act(work, done_message), thread=True)
+                self.app.log_event("action", f"{_what(title)}: confirmed, running")
+                self.run_worker(lambda: self._act(work, done_message, _what(title)), thread=True)
             else:
-                self.app.notify(f"{title} cancelled: nothing changed")
+                self.app.notify(f"{_what(title)}: cancelled, nothing changed")
 
         self.app.push_screen(ConfirmScreen(title, plan), go)
 
-    def _act(self, work, done_message: str) -> None:
+    def _act(self, work, done_message: str, what: str = "") -> None:
         try:
             result = work()
         except Exception as exc:
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-            self.app.call_from_thread(self.app.notify, f"failed: {message}", severity="error")
+            self.app.call_from_thread(self.app.notify, f"{what or 'action'}: failed: {message}",
+                                      severity="error")  # fmt: skip
             return
         self.app.call_from_thread(self.app.notify, done_message.format(result=result))
         self.app.call_from_thread(self.reload)
+
+
+def _what(title: str) -> str:
+    """A confirmation's question as the name of the action ("Run retention now")."""
+    return title.rstrip(" ?")
 
 
 def _cell(v):

@@ -64,12 +64,14 @@ class FlagsPane(Pane):
                 value, reason = answer
                 self.run_worker(
                     lambda: self._act(
-                        lambda: self.sources.set_flag(key, value, reason), f"{key} set to {value}"
+                        lambda: self.sources.set_flag(key, value, reason),
+                        f"{key} set to {value}",
+                        f"set {key}",
                     ),
                     thread=True,
                 )
             else:
-                self.app.notify("cancelled: nothing changed")
+                self.app.notify(f"set {key}: cancelled, nothing changed")
 
         current = getattr(self, "values", {}).get(key, "?")
         self.app.push_screen(FlagChangeScreen(key, current, self.sources.check_flag_value), chosen)

@@ -362,7 +362,7 @@ async def test_event_log_keeps_actions_results_and_alerts(seeded, monkeypatch):
         texts = [str(r[2]) for r in rows]
         assert "resolved: WARNING disk.database on app1" in texts[0]  # newest first
         assert any("journal.writes set to off" in x for x in texts)
-        assert any("cancelled: nothing changed" in x for x in texts)
+        assert "Roll back the last change set: cancelled, nothing changed" in texts
         assert any("open: WARNING disk.database on app1" in x for x in texts)
         assert all(len(str(r[0])) == 8 for r in rows)  # HH:MM:SS
 

@@ -161,7 +161,15 @@ SCREENS = {
     "retention": ["6"], "flags": ["7"], "jobs": ["8"], "help": ["question_mark"],
     "waterfall": ["2", "enter"], "query": ["2", "enter", "enter"],
     "sorted-filtered": ["4", "greater_than_sign", "slash", *"exams_", "enter"],
+    "eventlog": ["L"],
 }  # fmt: skip
+#: The event log's content for its picture (times are the session's, so fixed here).
+EVENTS = [
+    (AT, "alert", "open: WARNING disk.database on app1: disk.database at 88.0%"),
+    (AT.replace(minute=31), "action", "Roll back the last change set: confirmed, running"),
+    (AT.replace(minute=31, second=2), "info", "rolled back"),
+    (AT.replace(minute=32), "error", "Database: connection failed"),
+]
 
 
 @pytest.mark.parametrize("size", [(80, 24), (160, 50)], ids=["80x24", "160x50"])
@@ -171,6 +179,8 @@ def test_screens(snap_compare, size, keys):
         await pilot.pause()
         await pilot.app.workers.wait_for_complete()
         await pilot.pause()
+        pilot.app.events.clear()
+        pilot.app.events.extend(EVENTS)
         for k in keys:
             await pilot.press(k)
             await pilot.app.workers.wait_for_complete()

@@ -90,8 +90,10 @@ class Pane(Vertical):
         yield from self.body()
 
     def on_mount(self) -> None:
+        # Lines that are empty take no room (80x24): the error, the filter box, the view line.
+        self.query_one(f"#{self.id}-error", Label).display = False
         self.query_one(f"#{self.id}-filter", Input).display = False
-        self._view_line()
+        self.query_one(f"#{self.id}-view", Label).display = False
 
     # ---------------------------------------------------------------- tables
 
@@ -179,8 +181,6 @@ class Pane(Vertical):
         return parts
 
     def _view_line(self) -> None:
-        if not self.is_mounted:
-            return
         line = self.query_one(f"#{self.id}-view", Label)
         parts = self.view_parts()
         line.update(" · ".join(parts))
@@ -277,13 +277,17 @@ class Pane(Vertical):
             self.reload()
 
     def _error(self, message: str) -> None:
-        self.query_one(f"#{self.id}-error", Label).update(message)
+        label = self.query_one(f"#{self.id}-error", Label)
+        label.update(message)
+        label.display = True
         if message != getattr(self, "_failing", None):  # once per new error, not per refresh
             self._failing = message
             self.app.log_event("error", message)
 
     def _show(self, data) -> None:
-        self.query_one(f"#{self.id}-error", Label).update("")
+        label = self.query_one(f"#{self.id}-error", Label)
+        label.update("")
+        label.display = False
         if getattr(self, "_failing", None):
             self._failing = None
             self.app.log_event("info", f"{self.title}: loads again")

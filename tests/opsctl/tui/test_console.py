@@ -473,3 +473,31 @@ async def test_j_k_g_G_move_in_every_table(seeded):
         assert t.cursor_row == t.row_count - 1
         await pilot.press("g")
         assert t.cursor_row == 0
+
+
+async def test_palette_actions_ask_what_their_keys_ask(seeded):
+    from backend.ops import flags
+
+    flags.set_flag("leaderboard.cache", "off", "before the test")
+    app = OpsApp(seeded, refresh_seconds=3600)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_pane(pilot, "8", "jobs", 3)
+        exam = selected(app, "jobs")
+        commands = {t: run for t, run, _ in palette_commands(app)}
+        for title, asks in (
+            ("Roll back the last flag change set", "Roll back the last change set?"),
+            ("Retention purge now", "Run retention now?"),
+            (f"Calibrate exam {exam}", f"Calibrate exam {exam}?"),
+        ):
+            commands[title]()
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what=asks)
+            assert app.screen.title_text == asks
+            await pilot.press("n")
+            await until(pilot, lambda: not isinstance(app.screen, ConfirmScreen))
+        commands["Retention dry run"]()
+        await until(pilot, lambda: isinstance(app.screen, TextScreen), what="dry run")
+        assert app.screen.title_text == "retention dry run"
+        await pilot.press("escape")
+        commands["Pause refresh"]()
+        assert app.paused and "PAUSED" in app.sub_title
+    assert not AuditEvent.objects.filter(action="flag.rollback").exists()

@@ -112,6 +112,18 @@ class FixedSources:
         ]  # fmt: skip
         return TelemetryView(rows, Coverage(window, 9900, 60.0), age=2.0)
 
+    def explain(self, sql):
+        from opsctl.db.explain import ExplainResult
+        from opsctl.db.plan_advice import Finding
+        from opsctl.db.plan_model import from_sqlite
+
+        root = from_sqlite([(2, 0, 0, "SCAN s"), (5, 0, 0, "SEARCH st USING INDEX "
+                            "exams_student_token_hash_key (token_hash=?)")])  # fmt: skip
+        finding = Finding("warning", 2, "SCAN s", "full scan of exams_examsession",
+                          "every row read to find one session",
+                          "filter on the primary key (s.id) first")  # fmt: skip
+        return ExplainResult("sqlite", sql, False, None, root, [finding])
+
     def tables(self):
         return DatabaseHealth("postgresql", [
             TableHealth("exams_answer", 1_250_000, 180_000_000, 90_000_000, 41_000, 3.2,
@@ -162,6 +174,7 @@ SCREENS = {
     "waterfall": ["2", "enter"], "query": ["2", "enter", "enter"],
     "sorted-filtered": ["4", "greater_than_sign", "slash", *"exams_", "enter"],
     "eventlog": ["L"],
+    "explain": ["3", "e"],
 }  # fmt: skip
 #: The event log's content for its picture (times are the session's, so fixed here).
 EVENTS = [
@@ -185,5 +198,8 @@ def test_screens(snap_compare, size, keys):
             await pilot.press(k)
             await pilot.app.workers.wait_for_complete()
             await pilot.pause()
+        # Toasts vanish on a timer: not in the pictures (the event log keeps them).
+        pilot.app.clear_notifications()
+        await pilot.pause()
 
     assert snap_compare(app(size), terminal_size=size, run_before=settle)

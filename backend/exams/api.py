@@ -41,8 +41,7 @@ def exams_list(request: HttpRequest) -> JsonResponse:
 
 @api_view("POST")
 def session_start(request: HttpRequest, exam_id: int) -> JsonResponse:
-    student_id = authenticated_student_id(request)
-    result = sessions.start_session(student_id, exam_id)
+    result = sessions.start_session_for_token(bearer_token_hash(request), exam_id)
     return JsonResponse(
         {
             "session_id": result.session_id,

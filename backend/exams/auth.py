@@ -25,7 +25,11 @@ def token_hash_from_header(header: str) -> str:
 
 
 def authenticated_student_id(request: HttpRequest) -> int:
-    token_hash = bearer_token_hash(request)
+    return student_for_token_hash(bearer_token_hash(request))
+
+
+def student_for_token_hash(token_hash: str) -> int:
+    """The id of the student holding the token, or a 401."""
     student_id = Student.objects.filter(token_hash=token_hash).values_list("id", flat=True).first()
     if student_id is None:
         raise ApiError(401, "unknown token")

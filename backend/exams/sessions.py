@@ -14,7 +14,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from backend.exams import answer_keys, scoring
-from backend.exams.auth import raise_for_foreign_or_unknown
+from backend.exams.auth import raise_for_foreign_or_unknown, student_for_token_hash
 from backend.exams.http import ApiError
 from backend.exams.models import Answer, Exam, ExamSession
 
@@ -150,6 +150,63 @@ def start_session(student_id: int, exam_id: int, now: dt.datetime | None = None)
         session = ExamSession.objects.get(student_id=student_id, exam_id=exam_id)
         return StartResult(session.id, session.started_at, session.deadline, session.status, False)
     return StartResult(session.id, session.started_at, session.deadline, session.status, True)
+
+
+# PostgreSQL: a start is one statement too (the exam's start is a burst: every student within
+# a minute). It finds the student by token and the exam, creates the session while the window
+# is open (ON CONFLICT: a second tab or a retry creates nothing) and reads back the session
+# that already existed; the caller tells the cases apart from which parts came back.
+_START_PG = """
+WITH st AS (
+  SELECT id FROM exams_student WHERE token_hash = %(token)s
+), e AS (
+  SELECT id, starts_at, ends_at,
+         LEAST(%(now)s + make_interval(mins => duration_min), ends_at) AS deadline
+  FROM exams_exam WHERE id = %(exam)s
+), ins AS (
+  INSERT INTO exams_examsession (student_id, exam_id, status, started_at, deadline)
+  SELECT st.id, e.id, 'in_progress', %(now)s, e.deadline FROM st, e
+  WHERE e.starts_at <= %(now)s AND %(now)s < e.ends_at
+  ON CONFLICT (student_id, exam_id) DO NOTHING
+  RETURNING id, started_at, deadline, status
+)
+SELECT st.id, e.id, e.starts_at, e.ends_at, ins.id, ins.started_at, ins.deadline, ins.status,
+       old.id, old.started_at, old.deadline, old.status
+FROM (SELECT 1) AS one
+LEFT JOIN st ON true LEFT JOIN e ON true LEFT JOIN ins ON true
+LEFT JOIN exams_examsession old ON old.student_id = st.id AND old.exam_id = e.id
+"""
+
+
+def start_session_for_token(
+    token_hash: str, exam_id: int, now: dt.datetime | None = None
+) -> StartResult:
+    """Start (or resume) the exam for the student holding the token: 401 for an unknown
+    token, then as ``start_session``. One statement on PostgreSQL."""
+    now = now or timezone.now()
+    if connection.vendor != "postgresql":
+        return start_session(student_for_token_hash(token_hash), exam_id, now)
+    if not 0 < exam_id <= MAX_ID:  # no such row can exist (and PostgreSQL refuses the value)
+        student_for_token_hash(token_hash)
+        raise ApiError(404, f"no exam {exam_id}")
+    with _prepared_cursor() as cur:
+        cur.execute(_START_PG, {"token": token_hash, "exam": exam_id, "now": now})
+        row = cur.fetchone()
+    student_id, found_exam, starts_at, ends_at = row[:4]
+    new, old = row[4:8], row[8:12]
+    if student_id is None:
+        raise ApiError(401, "unknown token")
+    if found_exam is None:
+        raise ApiError(404, f"no exam {exam_id}")
+    if new[0] is not None:
+        return StartResult(*new, True)
+    if old[0] is not None:
+        return StartResult(*old, False)
+    if not (starts_at <= now < ends_at):
+        when = "has not started yet" if now < starts_at else "has closed"
+        raise ApiError(403, f"the exam window {when}", starts_at=starts_at, ends_at=ends_at)
+    # Another request created it after this statement's snapshot was taken: resume that one.
+    return start_session(student_id, exam_id, now)
 
 
 def validate_save(body: dict) -> tuple[int, str, str, int | None]:

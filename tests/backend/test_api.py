@@ -114,6 +114,76 @@ def test_start_unknown_exam_is_404(client, ada):
     assert r.status_code == 404 and "error" in r.json()
 
 
+def test_start_deadline_is_start_plus_duration(client, ada):
+    exam = make_exam(duration_min=45)
+    r = post(client, f"/api/exams/{exam.id}/sessions/", {}, ada[1])
+    body = r.json()
+    started = dt.datetime.fromisoformat(body["started_at"])
+    deadline = dt.datetime.fromisoformat(body["deadline"])
+    assert deadline - started == dt.timedelta(minutes=45)
+    stored = ExamSession.objects.get(pk=body["session_id"])
+    assert stored.deadline - stored.started_at == dt.timedelta(minutes=45)
+    assert abs(stored.started_at - started) < dt.timedelta(milliseconds=1)  # JSON keeps ms
+    assert stored.status == "in_progress"
+
+
+def test_start_with_an_unknown_token_is_401_before_the_exam_is_looked_at(client, ada):
+    for exam_id in (999999, 2**63):  # unknown, and beyond any bigint
+        r = post(client, f"/api/exams/{exam_id}/sessions/", {}, "not-a-token")
+        assert r.status_code == 401 and r.json()["error"] == "unknown token"
+        r = post(client, f"/api/exams/{exam_id}/sessions/", {}, ada[1])
+        assert r.status_code == 404 and r.json()["error"] == f"no exam {exam_id}"
+
+
+def test_a_started_session_resumes_after_the_window_closed(client, ada, exam):
+    sid = post(client, f"/api/exams/{exam.id}/sessions/", {}, ada[1]).json()["session_id"]
+    exam.ends_at = timezone.now() - dt.timedelta(seconds=1)
+    exam.save()
+    r = post(client, f"/api/exams/{exam.id}/sessions/", {}, ada[1])
+    assert (r.status_code, r.json()["session_id"]) == (200, sid)
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_a_start_racing_another_resumes_the_session_the_other_created():
+    """The other request's session is committed while this start waits on the unique key:
+    this statement's snapshot cannot see it, so the start reads it afresh and resumes it."""
+    import threading
+
+    import psycopg
+
+    from backend.config import database_url
+    from backend.exams import sessions
+    from backend.exams.models import hash_token
+
+    exam = make_exam()
+    student, token = make_student("Racer")
+    name = connection.settings_dict["NAME"]
+    with psycopg.connect(database_url().rsplit("/", 1)[0] + f"/{name}") as other:
+        now = timezone.now()
+        other_id = other.execute(
+            "INSERT INTO exams_examsession (student_id, exam_id, status, started_at, deadline)"
+            " VALUES (%s, %s, 'in_progress', %s, %s) RETURNING id",
+            [student.id, exam.id, now, now + dt.timedelta(minutes=30)],
+        ).fetchone()[0]
+        result = {}
+
+        def start():
+            try:
+                result["r"] = sessions.start_session_for_token(hash_token(token), exam.id)
+            finally:
+                connection.close()
+
+        t = threading.Thread(target=start)
+        t.start()
+        t.join(timeout=1.0)  # it waits on the uncommitted row's key
+        other.commit()
+        t.join(timeout=60)
+    r = result["r"]
+    assert (r.session_id, r.created) == (other_id, False)
+    assert ExamSession.objects.filter(student=student, exam=exam).count() == 1
+
+
 # --- save -------------------------------------------------------------------------------
 
 

@@ -21,7 +21,6 @@ console can stop a load at once (quitting never waits for a scan)."""
 from __future__ import annotations
 
 import datetime as dt
-import gc
 import heapq
 import itertools
 import os
@@ -30,13 +29,18 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
 
-from opsctl.telemetry.files import _START, instance_of, sort_queries, sort_routes
+from opsctl.telemetry.files import (
+    _START,
+    collector_paused,
+    instance_of,
+    sort_queries,
+    sort_routes,
+)
 from opsctl.telemetry.model import (
     CLIENT,
     SERVER,
@@ -95,23 +99,6 @@ class _File:
     back_end: int = 0  # start-up backfill reads [0, back_end) from the end
     frontier_ns: int = 2**63  # backfill has read everything started after this (roughly)
     size: int = 0  # at the last look at the folder
-
-
-@contextmanager
-def _collector_paused():
-    """Parsing a batch line makes some 20,000 containers that live while the line is folded;
-    with the cyclic collector on, they survive young collections and set off full ones over
-    the whole process (the console's widgets, Django, ...), which cost more than parsing
-    (measured: a third of the reader's CPU). Nothing made while folding forms a reference
-    cycle, so collection simply waits until the block is folded (one block, not a scan)."""
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 def _attr(value: dict):
@@ -307,7 +294,10 @@ class IncrementalReader:
         """Fold the spans of complete lines into the minutes. With ``skip_before_ns``
         (backfill), lines whose spans all started before it are skipped unparsed, and the
         answer is (latest start in the first line, latest start in the block)."""
-        with _collector_paused():
+        # A block's parsed lines would set off full collections over the whole console
+        # (its widgets, Django, ...), costing more than the parsing: collection waits until
+        # the block is folded (one block, never a scan).
+        with collector_paused():
             return self._fold(chunk, skip_before_ns)
 
     def _fold(self, chunk: bytes, skip_before_ns: int) -> tuple[int, int]:

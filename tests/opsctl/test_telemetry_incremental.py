@@ -6,6 +6,7 @@ reader's window skipping, coverage and the CLI's "no data" exit code."""
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import json
 import math
 import random
@@ -255,6 +256,29 @@ def test_a_read_cancelled_midway_stops_after_that_step_and_loses_nothing(folder,
     assert reader.spans_read == whole.spans_read
     assert reader.route_stats(3600) == whole.route_stats(3600)
     assert reader.query_stats(3600) == whole.query_stats(3600)
+
+
+def test_the_garbage_collector_is_back_on_after_every_read(folder):
+    """Reads pause Python's collector (see files.collector_paused); a read that ends, is
+    closed early or is abandoned by an error must switch it back on, or the process would
+    never free reference cycles again."""
+    d, start, _ = folder
+    since = dt.datetime.fromtimestamp(start, dt.UTC)
+    assert gc.isenabled()
+    assert files.route_stats(d, since) and gc.isenabled()
+    assert files.list_traces(d, since) and gc.isenabled()
+    spans = files.iter_raw(d, since)
+    next(spans)
+    assert not gc.isenabled()  # paused while the read runs
+    spans.close()
+    assert gc.isenabled()
+    with pytest.raises(ValueError):
+        for _ in files.iter_raw(d, since):
+            raise ValueError("the caller fails mid-read")
+    assert gc.isenabled()
+    reader = IncrementalReader(d)
+    read_all(reader)
+    assert gc.isenabled()
 
 
 def test_files_and_lines_before_the_window_are_skipped(tmp_path):

@@ -282,6 +282,11 @@ class OpsApp(App):
         self.show_pane(pane_id)
 
     def show_pane(self, pane_id: str) -> None:
+        from opsctl.tui.drill import DrillScreen
+
+        # From a drill-down screen or the event log, a number key goes to the pane itself.
+        while isinstance(self.screen, DrillScreen | EventLogScreen):
+            self.pop_screen()
         self.query_one(TabbedContent).active = f"tab-{pane_id}"
         self._switched()
 

@@ -446,7 +446,7 @@ class OpsTable(DataTable):
         self.redraw(columns=True)
 
     def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
-        event.stop()
+        # Not stopped: the pane updates its view line ("sorted by ...") after it.
         self.sort_by(event.column_index)
 
     def action_first(self) -> None:

@@ -134,7 +134,7 @@ async def test_drill_down_from_a_route_to_its_plan_and_copy(seeded):
 async def test_queries_enter_shows_the_whole_statement_then_explain(seeded):
     app = OpsApp(seeded, refresh_seconds=60)
     async with app.run_test(size=SIZE) as pilot:
-        await open_pane(pilot, "3", "queries", 3)
+        await open_pane(pilot, "3", "queries", 1)
         fp = selected(app, "queries")
         example = app.panes["queries"].examples[fp]
         await pilot.press("enter")
@@ -231,6 +231,7 @@ async def test_sort_by_keys_and_by_clicking_a_header(seeded):
         counts = [float(v) for v in cells(app, "database", 1)]
         assert counts == sorted(counts, reverse=True)
         assert str(t.columns["1"].label).endswith("▼")
+        await until(pilot, lambda: "sorted by rows ▼" in label(app, "#database-view"))
         assert not str(t.columns["0"].label).endswith(("▲", "▼"))
 
 
@@ -501,3 +502,16 @@ async def test_palette_actions_ask_what_their_keys_ask(seeded):
         commands["Pause refresh"]()
         assert app.paused and "PAUSED" in app.sub_title
     assert not AuditEvent.objects.filter(action="flag.rollback").exists()
+
+
+async def test_a_number_key_leaves_the_drill_down_for_its_pane(seeded):
+    app = OpsApp(seeded, refresh_seconds=3600)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_pane(pilot, "2", "traces", 3)
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, WaterfallScreen), what="waterfall")
+        await pilot.press("L")
+        assert isinstance(app.screen, EventLogScreen)
+        await pilot.press("3")
+        assert not isinstance(app.screen, WaterfallScreen | EventLogScreen)
+        assert app.active_pane().id == "queries"

@@ -52,7 +52,7 @@ def error(app, pane_id):
 
 @pytest.mark.parametrize(
     "key,pane,minimum",
-    [("1", "overview", 1), ("2", "traces", 3), ("3", "queries", 3), ("4", "database", 5),
+    [("1", "overview", 1), ("2", "traces", 3), ("3", "queries", 2), ("4", "database", 5),
      ("5", "resources", 5), ("6", "retention", 5), ("7", "flags", 4), ("8", "jobs", 3)],
 )  # fmt: skip
 async def test_every_pane_renders_seeded_data(seeded, key, pane, minimum):

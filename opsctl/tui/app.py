@@ -190,7 +190,10 @@ class OpsApp(App):
         self._tab_titles(event.size.width)
 
     def _tab_titles(self, width: int) -> None:
-        """Every tab visible at 80 columns: short titles under NARROW columns."""
+        """Every tab visible at 80 columns: short titles under NARROW columns, and the
+        footer's room for the keys (ctrl+p is in the help)."""
+        for footer in self.query(Footer):
+            footer.show_command_palette = width >= self.NARROW
         tabs = self.query_one(TabbedContent)
         for i, (pid, cls) in enumerate(PANES, 1):
             name = cls.title if width >= self.NARROW else (getattr(cls, "short", "")

@@ -74,6 +74,10 @@ def test_top_in_tmux(tmp_path):
         wait_for(session, "journal.writes")
         tmux("send-keys", "-t", session, "6")
         wait_for(session, "answer_journal")
+        # The pane with the longest footer: still whole at 80 columns.
+        tmux("send-keys", "-t", session, "9")
+        screen = wait_for(session, "blocking tree")
+        assert screen.rstrip().splitlines()[-1].rstrip().endswith("q Quit")
         quit_cleanly(session, done)
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)

@@ -22,9 +22,9 @@ def test_concurrent_submits_score_once(monkeypatch):
     calls = []
     real = sessions._score_locked_session
 
-    def counting(session):
-        calls.append(session.id)
-        return real(session)
+    def counting(cur, session_id, exam_id):
+        calls.append(session_id)
+        return real(cur, session_id, exam_id)
 
     monkeypatch.setattr(sessions, "_score_locked_session", counting)
     barrier = threading.Barrier(4)

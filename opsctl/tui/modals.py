@@ -36,18 +36,21 @@ class FlagChangeScreen(ModalScreen[tuple[str, str] | None]):
 
     BINDINGS = [("escape", "cancel", "Cancel")]
 
-    def __init__(self, key: str, current: str, check=None):
+    def __init__(self, key: str, current: str, check=None, value: str = "", reason: str = "",
+                 error: str = ""):  # fmt: skip
         super().__init__()
         self.key = key
         self.current = current
         self.check = check  # raises with the message to show when the value is not valid
+        # Reopened after the change failed: what was typed, and why it failed.
+        self.value, self.reason, self.error = value, reason, error
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
             yield Label(f"{self.key} is {self.current}: new value and reason", id="dialog-title")
-            yield Input(placeholder="on, off or a percentage", id="value")
-            yield Input(placeholder="reason (required)", id="reason")
-            yield Label("", id="dialog-error")
+            yield Input(self.value, placeholder="on, off or a percentage", id="value")
+            yield Input(self.reason, placeholder="reason (required)", id="reason")
+            yield Label(self.error, id="dialog-error", markup=False)
             with Horizontal(id="dialog-buttons"):
                 yield Button("Apply", id="apply", variant="error")
                 yield Button("Cancel", id="cancel", variant="primary")

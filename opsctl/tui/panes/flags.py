@@ -55,26 +55,36 @@ class FlagsPane(Pane):
         if key:
             self.set_flag(key)
 
-    def set_flag(self, key: str) -> None:
+    def set_flag(self, key: str, value: str = "", reason: str = "", error: str = "") -> None:
         """The key `s` and the command palette: the value and the reason in one dialog,
-        checked there (a bad value keeps the dialog open with what was typed)."""
+        checked there (a bad value keeps the dialog open with what was typed). When the
+        change itself fails, the dialog comes back with what was typed and the error."""
 
         def chosen(answer):
             if answer:
-                value, reason = answer
-                self.run_worker(
-                    lambda: self._act(
-                        lambda: self.sources.set_flag(key, value, reason),
-                        f"{key} set to {value}",
-                        f"set {key}",
-                    ),
-                    thread=True,
-                )
+                self.run_worker(lambda: self._set(key, *answer), thread=True)
             else:
                 self.app.notify(f"set {key}: cancelled, nothing changed")
 
         current = getattr(self, "values", {}).get(key, "?")
-        self.app.push_screen(FlagChangeScreen(key, current, self.sources.check_flag_value), chosen)
+        self.app.push_screen(
+            FlagChangeScreen(key, current, self.sources.check_flag_value, value, reason, error),
+            chosen,
+        )
+
+    def _set(self, key: str, value: str, reason: str) -> None:
+        """In a thread: the one service function (audited), then the outcome."""
+        try:
+            self.sources.set_flag(key, value, reason)
+        except Exception as exc:
+            text = str(exc).strip()
+            message = text.splitlines()[0] if text else repr(exc)
+            self.app.call_from_thread(self.app.notify, f"set {key}: failed: {message}",
+                                      severity="error")  # fmt: skip
+            self.app.call_from_thread(self.set_flag, key, value, reason, message)
+            return
+        self.app.call_from_thread(self.app.notify, f"{key} set to {value}")
+        self.app.call_from_thread(self.reload)
 
     def action_rollback(self) -> None:
         state = {}

@@ -515,3 +515,31 @@ async def test_a_number_key_leaves_the_drill_down_for_its_pane(seeded):
         await pilot.press("3")
         assert not isinstance(app.screen, WaterfallScreen | EventLogScreen)
         assert app.active_pane().id == "queries"
+
+
+async def test_a_failed_flag_change_reopens_the_dialog_with_what_was_typed(seeded, monkeypatch):
+    real = seeded.set_flag
+    state = {"fail": True}
+
+    def flaky(key, value, reason):
+        if state["fail"]:
+            raise RuntimeError("database is locked")
+        return real(key, value, reason)
+
+    monkeypatch.setattr(seeded, "set_flag", flaky)
+    app = OpsApp(seeded, refresh_seconds=3600)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_pane(pilot, "7", "flags", 4)
+        await pilot.press("s", *"25", "enter", *"canary", "enter")
+        await until(pilot, lambda: "locked" in str(getattr(app.screen, "error", "")))
+        dialog = app.screen
+        assert isinstance(dialog, FlagChangeScreen)
+        assert dialog.query_one("#value", Input).value == "25"
+        assert dialog.query_one("#reason", Input).value == "canary"
+        assert "database is locked" in str(dialog.query_one("#dialog-error").render())
+        state["fail"] = False
+        dialog.query_one("#reason", Input).focus()
+        await pilot.press("enter")
+        await until(pilot, lambda: AuditEvent.objects.filter(action="flag.set").exists())
+    event = AuditEvent.objects.get(action="flag.set")
+    assert event.reason == "canary" and event.new_value == {"enabled": True, "percent": 25}

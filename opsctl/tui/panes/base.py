@@ -406,17 +406,13 @@ class OpsTable(DataTable):
         self.redraw()
 
     def shown(self) -> list[tuple[str, tuple]]:
-        """The rows on screen: filtered, then sorted."""
+        """The rows that pass the filter, in the order they came."""
         needle = self.filter_text.lower()
-        out = [
+        return [
             (k, r)
             for k, r in zip(self.all_keys, self.all_rows, strict=True)
             if not needle or any(isinstance(c, str) and needle in c.lower() for c in r)
         ]
-        if self.sort_column is not None:
-            col = self.sort_column
-            out.sort(key=lambda kr: _sort_value(kr[1][col]), reverse=self.sort_reverse)
-        return out
 
     def redraw(self, columns: bool = False) -> None:
         selected = selected_key(self)
@@ -429,8 +425,10 @@ class OpsTable(DataTable):
             self.add_row(*cells, key=key)
         if not rows:
             return
-        keys = [k for k, _ in rows]
-        target = keys.index(selected) if selected in keys else min(row, len(rows) - 1)
+        if self.sort_column is not None:  # DataTable's own sort, numbers as numbers
+            self.sort(str(self.sort_column), key=_sort_value, reverse=self.sort_reverse)
+        keys = {k for k, _ in rows}
+        target = self.get_row_index(selected) if selected in keys else min(row, len(rows) - 1)
         self.scroll_to(y=scroll, animate=False, immediate=True)
         self.move_cursor(row=target, animate=False)
 

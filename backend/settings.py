@@ -66,7 +66,7 @@ elif _db["ENGINE"] == "django.db.backends.postgresql":
         # Django's own psycopg pool: no per-request connect cost under gunicorn threads.
         _db["OPTIONS"]["pool"] = {
             "min_size": config.env_number("DB_POOL_MIN", 1, minimum=1),
-            "max_size": config.env_number("DB_POOL_MAX", 8, minimum=1),
+            "max_size": config.env_number("DB_POOL_MAX", 10, minimum=1),
             "timeout": config.env_number("DB_POOL_TIMEOUT", 10, float),
         }
 DATABASES = {"default": _db}

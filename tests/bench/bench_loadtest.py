@@ -194,7 +194,7 @@ def _postgres_drill() -> dict:
             pg.start_server()
             outage["seconds"] = round(time.monotonic() - outage["down"], 2)
 
-        with GunicornServer(pg.url, workers=(os.cpu_count() or 2) * 2, threads=4) as server:
+        with GunicornServer(pg.url, workers=None, threads=None) as server:
             thread = threading.Thread(target=drill)
             thread.start()
             try:
@@ -229,7 +229,7 @@ def main() -> dict:
         "cpus": os.cpu_count(),
         "think_s": THINK,
     }
-    server = GunicornServer(database_url(), workers=(os.cpu_count() or 2) * 2, threads=4)
+    server = GunicornServer(database_url(), workers=None, threads=None)
     with server:
         _run(server.url, tokens, min(50, STUDENTS), 5, "Warm-up")  # workers, pool, caches
         main_fig = _figures(_run(server.url, tokens, STUDENTS, SECONDS, "Rehearsal"))

@@ -141,7 +141,7 @@ def main() -> dict:
         targets_file.write_text("".join(f"{tok} {sid}\n" for tok, sid in targets))
         script = Path(tmp) / "save.lua"
         script.write_text(_WRK_LUA)
-        server = GunicornServer(database_url(), workers=(os.cpu_count() or 2) * 2, threads=4)
+        server = GunicornServer(database_url(), workers=None, threads=None)
         with server:
             _phase(server.url, "ping", targets_file, script)  # warm-up: workers, pool, caches
             runs = {"ping": [], "save": []}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -48,9 +47,7 @@ def save_throughput() -> dict:
         for _round in range(2):
             for name, env in CONFIGS.items():
                 env = {**env, "OPS_TELEMETRY_DIR": str(Path(tmp) / "telemetry")}
-                server = GunicornServer(
-                    database_url(), workers=(os.cpu_count() or 2) * 2, threads=4, env=env
-                )
+                server = GunicornServer(database_url(), workers=None, threads=None, env=env)
                 with server:
                     _phase(server.url, "save", targets_file, script)  # warm-up
                     cpu0 = _server_cpu(server)

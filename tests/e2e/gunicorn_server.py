@@ -25,14 +25,15 @@ class GunicornServer:
     """Start with ``start()``, stop with ``stop()``; ``url`` is the base URL.
 
     ``database_url`` must point at a database whose data is committed (a transactional test
-    database or a bench database): the workers are other processes.
+    database or a bench database): the workers are other processes. ``workers``/``threads``
+    None: as shipped (backend/gunicorn.conf.py's defaults for this host).
     """
 
     def __init__(
         self,
         database_url: str,
-        workers: int = 2,
-        threads: int = 4,
+        workers: int | None = 2,
+        threads: int | None = 4,
         env: dict | None = None,
         log_path: Path | None = None,
     ):
@@ -51,8 +52,8 @@ class GunicornServer:
             **os.environ,
             "DATABASE_URL": self.database_url,
             "GUNICORN_BIND": f"127.0.0.1:{self.port}",
-            "GUNICORN_WORKERS": str(self.workers),
-            "GUNICORN_THREADS": str(self.threads),
+            **({"GUNICORN_WORKERS": str(self.workers)} if self.workers else {}),
+            **({"GUNICORN_THREADS": str(self.threads)} if self.threads else {}),
             "GUNICORN_LOGLEVEL": "warning",
             "PYTHONPATH": str(ROOT),
             **self.extra_env,

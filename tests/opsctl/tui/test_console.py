@@ -457,8 +457,7 @@ async def test_overview_trends_per_route_and_the_exam_in_progress(seeded):
         assert any(ch in p95_trend for ch in "▁▂▃▄▅▆▇█")
         # The large sparklines follow the selected route.
         table(app, "overview").move_cursor(row=answers)
-        await pilot.pause()
-        assert label(app, "#overview-rps-label").startswith(routes[answers])
+        await until(pilot, lambda: label(app, "#overview-rps-label").startswith(routes[answers]))
 
 
 async def test_j_k_g_G_move_in_every_table(seeded):

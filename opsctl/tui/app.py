@@ -1,5 +1,7 @@
 """`opsctl top`: the SRE's terminal console. Number keys switch panes; each pane's keys are
-in the footer and in `?`; --read-only hides every action."""
+in the footer and in `?`; `r` refreshes and space pauses everywhere; enter drills down (route
+-> traces -> waterfall -> SQL -> EXPLAIN); `L` is the event log; the command palette offers
+every action with the same confirmations; --read-only hides every action."""
 
 from __future__ import annotations
 

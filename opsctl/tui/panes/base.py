@@ -1,5 +1,7 @@
 """What every pane shares: loading in a worker thread with cooperative cancellation, one load
-at a time per pane, a failing source's error shown in place, and confirmed actions."""
+at a time per pane, a failing source's error shown in place (and once in the event log),
+confirmed actions, and tables you can work in (OpsTable: `/` filter, sort by key or header
+click with an arrow, j/k/g/G, the selection kept by row key across refreshes, enter opens)."""
 
 from __future__ import annotations
 

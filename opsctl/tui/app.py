@@ -92,6 +92,11 @@ def palette_commands(app) -> list[tuple[str, object, str]]:
     out.append(("Retention dry run", on("retention", "action_dry_run"), "changes nothing"))
     out.append(("Retention purge now", on("retention", "action_retention_run"),
                 "asks first, shows what goes"))  # fmt: skip
+    for pid in keys("activity"):
+        out.append((f"Cancel the statement of PID {pid}", on("activity", "signal", "cancel",
+                    int(pid)), "asks for a reason"))  # fmt: skip
+        out.append((f"Terminate the session of PID {pid}", on("activity", "signal", "terminate",
+                    int(pid)), "asks for a reason"))  # fmt: skip
     for exam in keys("jobs"):
         out.append((f"Calibrate exam {exam}", on("jobs", "calibrate", exam), "asks first"))
     if not keys("database"):

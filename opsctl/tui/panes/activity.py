@@ -8,10 +8,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, DataTable, Input, Label, Static
+from textual.widgets import Button, Input, Label, Static
 
 from opsctl.render import elapsed
-from opsctl.tui.panes.base import Pane
+from opsctl.tui.panes.base import OpsTable, Pane, fill, selected_key, table
 
 SIGNALS = {"cancel_backend", "terminate_backend"}
 
@@ -90,9 +90,7 @@ class ActivityPane(Pane):
     ]
 
     def body(self) -> ComposeResult:
-        t = DataTable(id=f"{self.id}-table", cursor_type="row", zebra_stripes=True)
-        t.add_columns(*COLUMNS)
-        yield t
+        yield table(self.id, *COLUMNS)
         yield Label("blocking tree", classes="section")
         yield Static("", id="activity-tree", markup=False)
 
@@ -110,14 +108,10 @@ class ActivityPane(Pane):
              " ".join(s.query.split())[:80])
             for s in data.sessions
         ]  # fmt: skip
-        t = self.query_one(f"#{self.id}-table", DataTable)
-        selected = self.selected_pid()
-        t.clear()
-        for row in rows:
-            t.add_row(*[("-" if v is None else str(v)) for v in row], key=str(row[0]))
-        pids = [s.pid for s in data.sessions]
-        if pids:  # the selection follows the session across refreshes
-            t.move_cursor(row=pids.index(selected) if selected in pids else 0)
+        # Filtered and sorted as the keys say; the selection follows the session (its PID).
+        fill(
+            self.query_one(f"#{self.id}-table", OpsTable), rows, [str(s.pid) for s in data.sessions]
+        )
         if data.sqlite is not None:
             s = data.sqlite
             text = [
@@ -131,10 +125,8 @@ class ActivityPane(Pane):
         self.query_one("#activity-tree", Static).update("\n".join(text + data.notes))
 
     def selected_pid(self) -> int | None:
-        t = self.query_one(f"#{self.id}-table", DataTable)
-        if t.row_count == 0:
-            return None
-        return int(t.coordinate_to_cell_key(t.cursor_coordinate).row_key.value)
+        key = selected_key(self.query_one(f"#{self.id}-table", OpsTable))
+        return None if key is None else int(key)
 
     def check_action(self, action: str, parameters) -> bool | None:
         if action in SIGNALS:
@@ -147,10 +139,15 @@ class ActivityPane(Pane):
     def action_terminate_backend(self) -> None:
         self._signal("terminate")
 
-    def _signal(self, action: str) -> None:
+    def signal(self, action: str, pid: int | None = None) -> None:
+        """Cancel or terminate ``pid`` (the selected session by default): the reason is asked
+        first (the command palette comes here too)."""
+        self._signal(action, pid)
+
+    def _signal(self, action: str, pid: int | None = None) -> None:
         if self.app.read_only:
             return
-        pid = self.selected_pid()
+        pid = pid if pid is not None else self.selected_pid()
         data = getattr(self, "data", None)
         if pid is None or data is None or pid not in data.by_pid():
             self.app.notify("no session selected")

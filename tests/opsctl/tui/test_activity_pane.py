@@ -97,7 +97,14 @@ async def test_activity_pane_shows_the_tree_and_cancels_with_a_reason(sources, b
         assert holder in pids and waiter in pids
         assert f"{holder} idle in transaction" in tree_text(app)
         assert f"└ {waiter} active" in tree_text(app)
-        table.move_cursor(row=pids.index(waiter))
+        # Like every table: `/` filters it (here to the waiter's application name); the
+        # selection is the waiter's row whatever the order.
+        app_name = next(table.get_row_at(i)[5] for i in range(table.row_count)
+                        if int(table.get_row_at(i)[0]) == waiter)  # fmt: skip
+        await pilot.press("slash", *app_name, "enter")
+        await pilot.pause()
+        assert [int(table.get_row_at(i)[0]) for i in range(table.row_count)] == [waiter]
+        assert app.query_one("#activity").selected_pid() == waiter
         await pilot.press("c")
         await pilot.pause()
         assert isinstance(app.screen, SignalScreen) and f"PID {waiter}" in app.screen.plan
@@ -122,6 +129,25 @@ async def test_activity_pane_shows_the_tree_and_cancels_with_a_reason(sources, b
 
 
 @pytest.mark.postgres_only
+async def test_the_palette_offers_cancel_and_terminate_with_the_same_dialog(sources, blocked):
+    from opsctl.tui.app import palette_commands
+
+    _, waiter, thread, _ = blocked
+    app = OpsApp(sources, refresh_seconds=60)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press(KEY)
+        await settle(pilot)
+        commands = {title: run for title, run, _ in palette_commands(app)}
+        assert f"Terminate the session of PID {waiter}" in commands
+        commands[f"Cancel the statement of PID {waiter}"]()
+        await pilot.pause()
+        assert isinstance(app.screen, SignalScreen) and f"PID {waiter}" in app.screen.plan
+        await pilot.press("escape")
+        await settle(pilot)
+    assert thread.is_alive()
+
+
+@pytest.mark.postgres_only
 async def test_read_only_hides_cancel_and_terminate(sources, blocked):
     _, _, thread, _ = blocked
     app = OpsApp(sources, refresh_seconds=60, read_only=True)
@@ -134,6 +160,10 @@ async def test_read_only_hides_cancel_and_terminate(sources, blocked):
         await pilot.press("c", "x")
         await pilot.pause()
         assert not isinstance(app.screen, SignalScreen)
+        from opsctl.tui.app import palette_commands
+
+        titles = [title for title, _, _ in palette_commands(app)]
+        assert not [t for t in titles if t.startswith(("Cancel", "Terminate"))]
     assert thread.is_alive()
 
 

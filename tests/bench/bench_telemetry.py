@@ -46,7 +46,9 @@ def save_throughput() -> dict:
         script.write_text(_WRK_LUA)
         for _round in range(2):
             for name, env in CONFIGS.items():
-                env = {**env, "OPS_TELEMETRY_DIR": str(Path(tmp) / "telemetry")}
+                # No worker recycling: a recycled worker's CPU clock starts again at zero.
+                env = {**env, "OPS_TELEMETRY_DIR": str(Path(tmp) / "telemetry"),
+                       "GUNICORN_MAX_REQUESTS": "0"}  # fmt: skip
                 server = GunicornServer(database_url(), workers=None, threads=None, env=env)
                 with server:
                     _phase(server.url, "save", targets_file, script)  # warm-up

@@ -13,7 +13,7 @@ class ResourcesPane(Pane):
     short = "Res"
 
     def body(self) -> ComposeResult:
-        yield table(self.id, "probe", "value %", "warn", "crit", "state", "detail")
+        yield table(self.id, "probe", "value", "warn", "crit", "state", "detail")
         yield Label("alert history", classes="section")
         yield Static("", id="resources-history")
 
@@ -21,10 +21,13 @@ class ResourcesPane(Pane):
         return self.sources.resources()
 
     def show(self, data) -> None:
+        from backend.ops.resources import show
+
         rows, history = data
+        # Each value and threshold in its probe's unit (42.1%, 12.5h to full, 0.83 per core).
         fill(
             self.query_one(DataTable),
-            [(n, "?" if v is None else f"{v:.1f}", w, c, s, d) for n, v, w, c, s, d in rows],
+            [(n, show(v, n), show(w, n), show(c, n), s, d) for n, v, w, c, s, d in rows],
         )
         self.query_one("#resources-history", Static).update(
             "\n".join(

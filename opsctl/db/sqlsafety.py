@@ -9,6 +9,7 @@ function and operator it calls is listed; ``opsctl.db.explain`` looks their vola
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import sqlparse
@@ -174,19 +175,34 @@ def check_plain(sql: str) -> None:
         raise Refused(f"EXPLAIN takes a query or a DML statement, not {first or 'this'}")
 
 
+_NAMED = re.compile(r"%\((\w+)\)s")
+_PYFORMAT = re.compile(r"%s|%\(\w+\)s")
+
+
 def number_placeholders(sql: str) -> tuple[str, int]:
     """The statement with ``%s`` / ``?`` placeholders numbered ``$1``, ``$2``... (``$n`` kept),
-    the form PREPARE takes, and how many parameters it has. A Django statement doubles a
-    literal ``%`` when it has placeholders; PREPARE takes it single."""
+    the form PREPARE takes, and how many parameters it has. Named ones (``%(session)s``, as
+    in the save's statement) are numbered in order of first use, the same name the same
+    number. A Django statement doubles a literal ``%`` when it has placeholders; PREPARE takes
+    it single."""
     # Every statement's tokens: the text handed on must be the whole text, never a prefix.
     tokens = [t for stmt in sqlparse.parse(sql) for t in stmt.flatten()] if sql.strip() else []
-    positional = any(t.ttype is T.Name.Placeholder and t.value == "%s" for t in tokens)
+    positional = any(t.ttype is T.Name.Placeholder and _PYFORMAT.fullmatch(t.value)
+                     for t in tokens)  # fmt: skip
     out, count, highest = [], 0, 0
+    names: dict[str, int] = {}
     for tok in tokens:
+        named = _NAMED.fullmatch(tok.value) if tok.ttype is T.Name.Placeholder else None
         if tok.ttype is T.Name.Placeholder and tok.value in ("%s", "?"):
             count += 1
             highest = max(highest, count)
             out.append(f"${count}")
+        elif named:
+            if named.group(1) not in names:
+                count += 1
+                names[named.group(1)] = count
+            highest = max(highest, names[named.group(1)])
+            out.append(f"${names[named.group(1)]}")
         elif tok.ttype is T.Name.Placeholder and tok.value[1:].isdigit():
             highest = max(highest, int(tok.value[1:]))
             out.append(tok.value)

@@ -9,7 +9,6 @@ reading at once."""
 from __future__ import annotations
 
 import datetime as dt
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -26,9 +25,6 @@ READ_BUDGET = 0.5
 ROUTE_SERIES = 12
 #: At start-up, how long the first refresh may read to have one whole minute to show.
 FIRST_BUDGET = 4.0
-
-
-_NAMED_PLACEHOLDER = re.compile(r"%\([A-Za-z_][A-Za-z0-9_]*\)s")
 
 
 def _never() -> bool:
@@ -139,11 +135,10 @@ class Sources:
 
     def explain(self, sql: str):
         from opsctl.db.explain import explain
+        from opsctl.db.sqlsafety import number_placeholders
 
-        # The save path's raw SQL uses named placeholders (%(session)s), which the explain
-        # service does not number yet: as positional ones, the generic plan is the same.
-        sql = _NAMED_PLACEHOLDER.sub("%s", sql)
-        return explain(self.database_url, sql, [None] * sql.count("%s"))
+        # Values are never recorded: every placeholder (positional or named) is unknown.
+        return explain(self.database_url, sql, [None] * number_placeholders(sql)[1])
 
     # database doctor (SQLAlchemy)
     def tables(self):

@@ -78,6 +78,10 @@ def test_number_placeholders():
         2,
     )
     assert number_placeholders("SELECT 1") == ("SELECT 1", 0)
+    # Named (the save's statement): the same name is the same parameter.
+    assert number_placeholders(
+        "SELECT * FROM t WHERE a = %(a)s AND b LIKE 'x%%' AND c = %(c)s OR a > %(a)s"
+    ) == ("SELECT * FROM t WHERE a = $1 AND b LIKE 'x%' AND c = $2 OR a > $1", 2)
 
 
 # --- --analyze and server functions with side effects (a READ ONLY transaction runs them) ---

@@ -63,7 +63,9 @@ elif _db["ENGINE"] == "django.db.backends.postgresql":
     _db["OPTIONS"] = {"connect_timeout": 5}
     _db["TEST"] = {"NAME": f"test_{_db['NAME']}_{os.getpid()}"}
     if config.env_bool("DB_POOL", True):
-        # Django's own psycopg pool: no per-request connect cost under gunicorn threads.
+        # Django's own psycopg pool: no per-request connect cost under gunicorn threads;
+        # its backend here differs in one thing: it fails fast while the database is down.
+        _db["ENGINE"] = "backend.pgpool"
         _db["OPTIONS"]["pool"] = {
             "min_size": config.env_number("DB_POOL_MIN", 1, minimum=1),
             "max_size": config.env_number("DB_POOL_MAX", 10, minimum=1),

@@ -129,7 +129,11 @@ def test_postgres_restart_during_load(tmp_path):
             thread = threading.Thread(target=drill)
             thread.start()
             try:
-                report = lt.run_load(server.url, target, duration=7, think=0.2, seed=4)
+                # The 503s come at once while the database is down (backend/pgpool), so a
+                # client's retries are spent faster than the outage, which on a loaded host
+                # lasts ~10 s (shutdown and start included): clients retry for ~25 s.
+                report = lt.run_load(server.url, target, duration=7, think=0.2, seed=4,
+                                     max_attempts=20)  # fmt: skip
             finally:
                 thread.join()
             after = httpx.get(f"{server.url}/readyz", timeout=10)

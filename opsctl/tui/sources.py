@@ -141,6 +141,11 @@ class Sources:
         return explain(self.database_url, sql, [None] * number_placeholders(sql)[1])
 
     # database doctor (SQLAlchemy)
+    def activity(self):
+        from opsctl.db.activity import activity
+
+        return activity(self.database_url)
+
     def tables(self):
         from opsctl.db.health import table_health
 

@@ -95,9 +95,7 @@ class ActivityPane(Pane):
         yield Static("", id="activity-tree", markup=False)
 
     def fetch(self):
-        from opsctl.db.activity import activity
-
-        return activity(self.sources.database_url)
+        return self.sources.activity()
 
     def show(self, data) -> None:
         self.data = data

@@ -145,6 +145,25 @@ class FixedSources:
                       resolved_at=None)]  # fmt: skip
         return rows, history
 
+    def activity(self):
+        from opsctl.db.activity import Activity, BlockNode, Session
+
+        def session(pid, app, state, seconds, query, **kw):
+            return Session(pid, "exam", "exam", app, "10.0.0.7:51234", "client backend", state,
+                           kw.pop("wait_type", None), kw.pop("wait", None), query, seconds,
+                           seconds, seconds, **kw)  # fmt: skip
+
+        sessions = [
+            session(4242, "opsctl migrate", "idle in transaction", 312.0,
+                    "ALTER TABLE exams_answer ADD COLUMN graded_by integer",
+                    blocking=[5151], idle_in_transaction=True),
+            session(5151, "gunicorn", "active", 71.5, LONG_SQL, wait_type="Lock",
+                    wait="relation", blocked_by=[4242], long_running=True),
+            session(6060, "gunicorn", "active", 0.2, INSERT_SQL),
+        ]  # fmt: skip
+        return Activity("postgresql", sessions, [BlockNode(4242, [BlockNode(5151)])], 60.0, 5.0,
+                        hidden_idle=3)  # fmt: skip
+
     def retention(self):
         return [
             NS(name=n, period_days=d, eligible_now=e, oldest_age_days=o, last_run_at=AT,
@@ -170,7 +189,8 @@ def app(size_name):
 #: a table sorted and filtered (the indicator in the header, the filter line above).
 SCREENS = {
     "overview": [], "traces": ["2"], "queries": ["3"], "database": ["4"], "resources": ["5"],
-    "retention": ["6"], "flags": ["7"], "jobs": ["8"], "help": ["question_mark"],
+    "retention": ["6"], "flags": ["7"], "jobs": ["8"], "activity": ["9"],
+    "help": ["question_mark"],
     "waterfall": ["2", "enter"], "query": ["2", "enter", "enter"],
     "sorted-filtered": ["4", "greater_than_sign", "slash", *"exams_", "enter"],
     "eventlog": ["L"],

@@ -202,10 +202,11 @@ def _facts_key(environ) -> tuple:
 @functools.lru_cache(maxsize=256)
 def _facts(key: tuple) -> tuple[str | None, bool]:
     """(the DisallowedHost message or None, is_secure) for one ``_facts_key``."""
-    environ = {k: v for k, v in zip(_HOST_KEYS, key, strict=False) if v is not None}
+    *host, forwarded_proto = key
+    environ = {k: v for k, v in zip(_HOST_KEYS, host, strict=True) if v is not None}
     proxy = settings.SECURE_PROXY_SSL_HEADER
-    if proxy and key[-1] is not None:
-        environ[proxy[0]] = key[-1]
+    if proxy and forwarded_proto is not None:
+        environ[proxy[0]] = forwarded_proto
     request = _request(environ)
     try:
         request.get_host()

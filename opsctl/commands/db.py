@@ -120,13 +120,12 @@ def activity_cmd(
     file_bytes, journal_mode, wal_bytes, write_lock, detail}, notes[]."""
     long_s = options.duration(long_after, "--long").total_seconds()
     idle_s = options.duration(idle_after, "--idle-in-transaction").total_seconds()
-    from opsctl.db.activity import activity
+    from opsctl.db.activity import COLUMNS, activity
 
     act = activity(options.database_url(database_url), long_s, idle_s, include_idle)
     if as_json:
         emit_json(act)
         return
-    from opsctl.render import elapsed
 
     out = console()
     if act.sqlite is not None:
@@ -141,15 +140,10 @@ def activity_cmd(
         for note in act.notes:
             out.print(note, markup=False)
         return
-    flags = {s.pid: s.flags() for s in act.sessions}
     print_table(
         "activity (postgresql)",
-        ("pid", "duration", "state", "wait", "user@db", "application", "client", "flags",
-         "query"),
-        [(s.pid, elapsed(s.seconds), s.state, f"{s.wait_event_type}/{s.wait_event}"
-          if s.wait_event_type and s.state == "active" else "",
-          f"{s.user}@{s.database}", s.application, s.client, flags[s.pid],
-          " ".join(s.query.split())[:80]) for s in act.sessions],
+        COLUMNS,
+        [s.row() for s in act.sessions],
         right=("duration",),
         styles=["red" if s.blocking or s.long_running else "yellow"
                 if s.idle_in_transaction or s.blocked_by else None for s in act.sessions],
@@ -164,11 +158,7 @@ def activity_cmd(
 
         def label(pid: int) -> Text:  # statements are text, never markup
             s = by_pid.get(pid)
-            if s is None:
-                return Text(f"{pid} (not listed)")
-            wait = f" waiting {s.wait_event_type}/{s.wait_event}" if s.blocked_by else ""
-            return Text(f"{pid} {s.state}{wait} {elapsed(s.seconds)} {s.application or '-'}: "
-                        f"{' '.join(s.query.split())[:60]}")  # fmt: skip
+            return Text(f"{pid} {s.summary(show_wait=True) if s else '(not listed)'}")
 
         def add(branch, node) -> None:
             for child in node.blocked:

@@ -36,6 +36,11 @@ class NotConfirmed(OpsError):
     exit_code = 2
 
 
+#: The columns of ``Session.row``: what `db activity` and the Activity pane list.
+COLUMNS = ("pid", "duration", "state", "wait", "user@db", "application", "client", "flags",
+           "query")  # fmt: skip
+
+
 @dataclass
 class Session:
     pid: int
@@ -64,6 +69,27 @@ class Session:
         if self.state == "active":
             return self.query_seconds
         return self.state_seconds
+
+    def row(self, short: bool = False) -> tuple:
+        """The session as a row under ``COLUMNS`` (``short`` flags for a narrow column)."""
+        from opsctl.render import elapsed
+
+        wait = (f"{self.wait_event_type}/{self.wait_event}"
+                if self.wait_event_type and self.state == "active" else "")  # fmt: skip
+        return (self.pid, elapsed(self.seconds), self.state, wait, f"{self.user}@{self.database}",
+                self.application, self.client, self.flags(short),
+                " ".join(self.query.split())[:80])  # fmt: skip
+
+    def summary(self, show_wait: bool = False) -> str:
+        """One line for the blocking tree: state, (what it waits on,) for how long, who, what."""
+        from opsctl.render import elapsed
+
+        wait = (f" waiting {self.wait_event_type}/{self.wait_event}"
+                if show_wait and self.blocked_by else "")  # fmt: skip
+        return (
+            f"{self.state}{wait} {elapsed(self.seconds)} {self.application or '-'}: "
+            f"{' '.join(self.query.split())[:60]}"
+        )
 
     def flags(self, short: bool = False) -> str:
         """What is wrong with it, in words: long-running, idle in transaction, whom it

@@ -10,7 +10,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
-from opsctl.render import elapsed
+from opsctl.db.activity import COLUMNS
 from opsctl.tui.panes.base import OpsTable, Pane, fill, selected_key, table
 
 SIGNALS = {"cancel_backend", "terminate_backend"}
@@ -66,8 +66,7 @@ def tree_lines(act) -> list[str]:
 
     def walk(node, depth: int) -> None:
         s = by_pid.get(node.pid)
-        what = (f"{s.state} {elapsed(s.seconds)} {s.application or '-'}: "
-                f"{' '.join(s.query.split())[:60]}") if s else "(not listed)"  # fmt: skip
+        what = s.summary() if s else "(not listed)"
         lines.append(f"{'  ' * depth}{'└ ' if depth else ''}{node.pid} {what}")
         for child in node.blocked:
             walk(child, depth + 1)
@@ -75,10 +74,6 @@ def tree_lines(act) -> list[str]:
     for root in act.blocking_tree:
         walk(root, 0)
     return lines
-
-
-COLUMNS = ("pid", "duration", "state", "wait", "user@db", "application", "client", "flags",
-           "query")  # fmt: skip
 
 
 class ActivityPane(Pane):
@@ -99,13 +94,7 @@ class ActivityPane(Pane):
 
     def show(self, data) -> None:
         self.data = data
-        rows = [
-            (s.pid, elapsed(s.seconds), s.state,
-             f"{s.wait_event_type}/{s.wait_event}" if s.wait_event_type and s.state == "active"
-             else "", f"{s.user}@{s.database}", s.application, s.client, s.flags(short=True),
-             " ".join(s.query.split())[:80])
-            for s in data.sessions
-        ]  # fmt: skip
+        rows = [s.row(short=True) for s in data.sessions]
         # Filtered and sorted as the keys say; the selection follows the session (its PID).
         fill(
             self.query_one(f"#{self.id}-table", OpsTable), rows, [str(s.pid) for s in data.sessions]

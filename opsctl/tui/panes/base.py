@@ -15,6 +15,7 @@ from textual.containers import Vertical
 from textual.widgets import DataTable, Input, Label
 from textual.worker import Worker, WorkerState, get_current_worker
 
+from opsctl.render import elapsed
 from opsctl.tui.modals import ConfirmScreen
 
 ACTIONS = {"vacuum", "retention_run", "set_flag", "rollback", "calibrate"}
@@ -473,12 +474,11 @@ def selected_key(table: DataTable) -> str | None:
 
 
 def ago(seconds: float | None) -> str:
+    """An age in whole seconds (12s), then as ``elapsed`` writes it (4m05s, 2h03m)."""
     if seconds is None:
         return "never"
     s = max(int(seconds), 0)
-    if s >= 3600:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+    return elapsed(s) if s >= 60 else f"{s}s"
 
 
 def window_line(pane: Pane, view) -> str:

@@ -145,21 +145,20 @@ def test_a_started_session_resumes_after_the_window_closed(client, ada, exam):
 
 @pytest.mark.postgres_only
 @pytest.mark.django_db(transaction=True)
-def test_a_start_racing_another_resumes_the_session_the_other_created():
+def test_a_start_racing_another_resumes_the_session_the_other_created(database_url):
     """The other request's session is committed while this start waits on the unique key:
     this statement's snapshot cannot see it, so the start reads it afresh and resumes it."""
     import threading
 
     import psycopg
 
-    from backend.config import database_url
     from backend.exams import sessions
     from backend.exams.models import hash_token
 
     exam = make_exam()
     student, token = make_student("Racer")
-    name = connection.settings_dict["NAME"]
-    with psycopg.connect(database_url().rsplit("/", 1)[0] + f"/{name}") as other:
+    url = database_url.replace("postgresql+psycopg://", "postgresql://")  # the test database
+    with psycopg.connect(url) as other:
         now = timezone.now()
         other_id = other.execute(
             "INSERT INTO exams_examsession (student_id, exam_id, status, started_at, deadline)"

@@ -401,18 +401,16 @@ def test_a_thread_keeps_its_connection_between_saves(monkeypatch):
 
 @pytest.mark.postgres_only
 @pytest.mark.django_db(transaction=True)
-def test_a_connection_that_failed_is_given_back_and_the_next_save_gets_a_new_one():
+def test_a_connection_that_failed_is_given_back_and_the_next_save_gets_a_new_one(database_url):
     import psycopg
     from django.db import connection
-
-    from backend.config import database_url
 
     _, sid, tok = _fresh()
     connection.close()
     assert call(FAST, _path(sid), {"question": 1, "answer": "1", "seq": 1}, tok)[0] == "200 OK"
     pid = connection.connection.info.backend_pid
-    name = connection.settings_dict["NAME"]
-    with psycopg.connect(database_url().rsplit("/", 1)[0] + f"/{name}", autocommit=True) as other:
+    url = database_url.replace("postgresql+psycopg://", "postgresql://")  # the test database
+    with psycopg.connect(url, autocommit=True) as other:
         other.execute("SELECT pg_terminate_backend(%s)", [pid])
     status, _, body = call(FAST, _path(sid), {"question": 1, "answer": "2", "seq": 2}, tok)
     assert status.startswith("503"), (status, body)
